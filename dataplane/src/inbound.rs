@@ -1,0 +1,200 @@
+//! The UDP → TUN path.
+//!
+//! ```text
+//! UDP ──recv_batch──► classify (type, exact length)
+//!        handshake initiation: interface MACs/cookie check, decrypt the sender's static key
+//!        other messages:       peer by receiver index (index >> 8)
+//!     ─► Tunn::decapsulate ─► data: inner source must be in the sender's allowed IPs ─► TUN
+//!                           └► handshake reply / queued packets ──────────────────────► UDP
+//! ```
+//! Every authenticated message moves the peer's endpoint to its source (roaming).
+
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use boringtun::noise::handshake::parse_handshake_anon;
+use boringtun::noise::{Packet, TunnResult};
+
+use crate::batch::Batch;
+use crate::io::{TunIo, UdpBinder, UdpIo};
+use crate::key::Key;
+use crate::packet::{self, MSG_DATA, MSG_HANDSHAKE_INIT, MSG_HANDSHAKE_RESPONSE, Message};
+use crate::peers::PeerTable;
+use crate::stats::{DeviceCounters, DropReason};
+use crate::tunnel::Shared;
+
+pub(crate) async fn run<T: TunIo, B: UdpBinder>(shared: Arc<Shared<B>>, tun: Arc<T>) -> io::Result<()> {
+    let mut sockets = shared.subscribe_socket();
+    let mut input = Batch::new();
+    let mut out = Outputs { to_tun: Batch::new(), to_net: Batch::new() };
+    loop {
+        let socket = sockets.borrow_and_update().clone();
+        let Some(socket) = socket else {
+            if sockets.changed().await.is_err() {
+                return Ok(());
+            }
+            continue;
+        };
+        input.clear();
+        tokio::select! {
+            r = socket.recv_batch(&mut input) => {
+                if let Err(e) = r {
+                    tracing::debug!(device = %shared.name, error = %e, "UDP receive failed");
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                }
+            }
+            r = sockets.changed() => {
+                if r.is_err() {
+                    return Ok(());
+                }
+                continue;
+            }
+        }
+        let table = shared.table();
+        let now_ms = shared.clock.now_ms();
+        for (datagram, src) in input.datagrams() {
+            if out.to_tun.is_full() || out.to_net.is_full() {
+                out.flush(&*tun, &*socket, &shared.counters).await;
+            }
+            handle(&table, datagram, src, &mut out, &shared.counters, now_ms);
+        }
+        out.flush(&*tun, &*socket, &shared.counters).await;
+    }
+}
+
+/// Where decapsulation results go.
+pub(crate) struct Outputs {
+    pub(crate) to_tun: Batch,
+    pub(crate) to_net: Batch,
+}
+
+impl Outputs {
+    async fn flush<T: TunIo, U: UdpIo>(&mut self, tun: &T, udp: &U, counters: &DeviceCounters) {
+        if !self.to_tun.is_empty() {
+            let failed = tun.send_batch(&self.to_tun).await;
+            counters.drop_packets(DropReason::SendError, failed as u64);
+            self.to_tun.clear();
+        }
+        if !self.to_net.is_empty() {
+            let failed = udp.send_batch(&self.to_net).await;
+            counters.drop_packets(DropReason::SendError, failed as u64);
+            self.to_net.clear();
+        }
+    }
+}
+
+/// Processes one datagram from `src`. Needs one free slot in each output batch.
+pub(crate) fn handle(table: &PeerTable, datagram: &[u8], src: SocketAddr, out: &mut Outputs, counters: &DeviceCounters, now_ms: u64) {
+    let Some(identity) = &table.identity else {
+        counters.drop_packets(DropReason::NoKey, 1);
+        return;
+    };
+    let Some(message) = packet::message(datagram) else {
+        counters.drop_packets(DropReason::Malformed, 1);
+        return;
+    };
+    let (pos, peer, kind) = match message {
+        Message::HandshakeInit => {
+            let Some(slot) = out.to_net.next_slot() else { return };
+            let key = match identity.rate_limiter.verify_packet(Some(src.ip()), datagram, slot) {
+                Ok(Packet::HandshakeInit(init)) => match parse_handshake_anon(&identity.secret, &identity.public, &init) {
+                    Ok(half) => Key(half.peer_static_public),
+                    Err(_) => {
+                        counters.drop_packets(DropReason::Rejected, 1);
+                        return;
+                    }
+                },
+                Err(TunnResult::WriteToNetwork(cookie)) => {
+                    // Under load: answer with a cookie instead of doing the DH.
+                    let n = cookie.len();
+                    out.to_net.commit(n, src, 0);
+                    return;
+                }
+                _ => {
+                    counters.drop_packets(DropReason::Rejected, 1);
+                    return;
+                }
+            };
+            let Some(peer) = table.by_key(&key) else {
+                counters.drop_packets(DropReason::UnknownPeer, 1);
+                return;
+            };
+            let Some((pos, _)) = table.by_receiver(peer.index << 8) else { return };
+            (pos, peer, MSG_HANDSHAKE_INIT)
+        }
+        Message::ToIndex { kind, receiver } => match table.by_receiver(receiver) {
+            Some((pos, peer)) => (pos, peer, kind),
+            None => {
+                counters.drop_packets(DropReason::UnknownPeer, 1);
+                return;
+            }
+        },
+    };
+
+    let mut tunn = peer.tunn();
+    if kind == MSG_DATA {
+        let Some(slot) = out.to_tun.next_slot() else { return };
+        let (len, inner_src) = match tunn.decapsulate(Some(src.ip()), datagram, slot) {
+            TunnResult::WriteToTunnelV4(p, ip) => (p.len(), IpAddr::V4(ip)),
+            TunnResult::WriteToTunnelV6(p, ip) => (p.len(), IpAddr::V6(ip)),
+            TunnResult::Done => {
+                // A keepalive: authenticated, nothing to deliver.
+                peer.counters.received(datagram.len());
+                peer.set_endpoint(src);
+                return;
+            }
+            TunnResult::WriteToNetwork(_) | TunnResult::Err(_) => {
+                counters.drop_packets(DropReason::Rejected, 1);
+                return;
+            }
+        };
+        peer.counters.received(datagram.len());
+        peer.set_endpoint(src);
+        // Cryptokey routing, inbound: the inner source must route back to this peer.
+        if table.routes.lookup(inner_src) != Some(&pos) {
+            counters.drop_packets(DropReason::SourceNotAllowed, 1);
+            return;
+        }
+        out.to_tun.commit(len, src, 0);
+        return;
+    }
+
+    let Some(slot) = out.to_net.next_slot() else { return };
+    match tunn.decapsulate(Some(src.ip()), datagram, slot) {
+        TunnResult::WriteToNetwork(reply) => {
+            let n = reply.len();
+            out.to_net.commit(n, src, 0);
+            peer.counters.received(datagram.len());
+            peer.counters.sent(n);
+            peer.set_endpoint(src);
+            if kind == MSG_HANDSHAKE_INIT || kind == MSG_HANDSHAKE_RESPONSE {
+                counters.handshake_completed();
+            }
+        }
+        TunnResult::Done => {
+            peer.counters.received(datagram.len());
+            peer.set_endpoint(src);
+            return;
+        }
+        _ => {
+            counters.drop_packets(DropReason::Rejected, 1);
+            return;
+        }
+    }
+    // A new session may release packets queued while the handshake was running.
+    loop {
+        let Some(slot) = out.to_net.next_slot() else { break };
+        match tunn.decapsulate(None, &[], slot) {
+            TunnResult::WriteToNetwork(p) => {
+                let n = p.len();
+                out.to_net.commit(n, src, 0);
+                peer.counters.sent(n);
+            }
+            _ => break,
+        }
+    }
+    peer.mark_sent(now_ms);
+}

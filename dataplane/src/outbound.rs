@@ -1,0 +1,104 @@
+//! The TUN → UDP path.
+//!
+//! ```text
+//! TUN ──recv_batch──► route each packet by destination (allowed IPs, longest prefix)
+//!                     ─► group by peer (stable: one flow keeps its order)
+//!                     ─► per peer: lock Tunn once, encapsulate the group
+//!                     ─► send_batch ──► UDP
+//! ```
+//! A packet for a peer without a session is queued inside its `Tunn`, which emits a
+//! handshake initiation instead; the queue is flushed when the handshake completes.
+
+use std::io;
+use std::sync::Arc;
+
+use boringtun::noise::TunnResult;
+
+use crate::batch::Batch;
+use crate::io::{TunIo, UdpBinder, UdpIo};
+use crate::packet;
+use crate::peers::PeerTable;
+use crate::stats::{DeviceCounters, DropReason};
+use crate::tunnel::Shared;
+
+pub(crate) async fn run<T: TunIo, B: UdpBinder>(shared: Arc<Shared<B>>, tun: Arc<T>) -> io::Result<()> {
+    let mut input = Batch::new();
+    let mut output = Batch::new();
+    let mut order: Vec<(usize, usize)> = Vec::with_capacity(input.capacity());
+    loop {
+        input.clear();
+        tun.recv_batch(&mut input).await?;
+        let table = shared.table();
+        let Some(socket) = shared.socket() else {
+            shared.counters.drop_packets(DropReason::SendError, input.len() as u64);
+            continue;
+        };
+        route(&table, &input, &mut order, &shared.counters);
+        output.clear();
+        encapsulate(&table, &input, &order, &mut output, &shared.counters, shared.clock.now_ms());
+        if !output.is_empty() {
+            let failed = socket.send_batch(&output).await;
+            shared.counters.drop_packets(DropReason::SendError, failed as u64);
+        }
+    }
+}
+
+/// Fills `order` with `(peer position, packet index)` for every routable packet of
+/// `input`, sorted by peer (stable), and counts the rest as dropped.
+pub(crate) fn route(table: &PeerTable, input: &Batch, order: &mut Vec<(usize, usize)>, counters: &DeviceCounters) {
+    order.clear();
+    for i in 0..input.len() {
+        let Some(header) = packet::ip_header(input.packet(i)) else {
+            counters.drop_packets(DropReason::NotIp, 1);
+            continue;
+        };
+        match table.routes.lookup(header.dst) {
+            Some(&pos) => order.push((pos, i)),
+            None => counters.drop_packets(DropReason::NoRoute, 1),
+        }
+    }
+    order.sort_by_key(|&(pos, _)| pos);
+}
+
+/// Encapsulates routed packets peer by peer into `output` (one datagram at most per
+/// packet), taking each peer's lock once.
+pub(crate) fn encapsulate(
+    table: &PeerTable,
+    input: &Batch,
+    order: &[(usize, usize)],
+    output: &mut Batch,
+    counters: &DeviceCounters,
+    now_ms: u64,
+) {
+    for group in order.chunk_by(|a, b| a.0 == b.0) {
+        let peer = &table.peers[group[0].0];
+        let Some(endpoint) = peer.endpoint() else {
+            counters.drop_packets(DropReason::NoEndpoint, group.len() as u64);
+            continue;
+        };
+        let mut tunn = peer.tunn();
+        let mut sent = false;
+        for &(_, i) in group {
+            let Some(slot) = output.next_slot() else {
+                counters.drop_packets(DropReason::SendError, 1);
+                continue;
+            };
+            match tunn.encapsulate(input.packet(i), slot) {
+                TunnResult::WriteToNetwork(datagram) => {
+                    let n = datagram.len();
+                    output.commit(n, endpoint, 0);
+                    peer.counters.sent(n);
+                    sent = true;
+                }
+                TunnResult::Err(e) => {
+                    tracing::debug!(peer = %peer.key, error = ?e, "encapsulate failed");
+                    counters.drop_packets(DropReason::Rejected, 1);
+                }
+                _ => {}
+            }
+        }
+        if sent {
+            peer.mark_sent(now_ms);
+        }
+    }
+}

@@ -1,0 +1,206 @@
+//! The live peer table: one slot per peer (its boringtun `Tunn`, endpoint and counters),
+//! lookups by public key, by receiver index and by inner address (cryptokey routing).
+//! A new table is built on every `apply`; peers whose key and preshared key are
+//! unchanged are carried over, sessions and all.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime};
+
+use boringtun::noise::Tunn;
+use boringtun::noise::rate_limiter::RateLimiter;
+use boringtun::x25519;
+
+use crate::allowed_ips::AllowedIps;
+use crate::config::TunnelConfig;
+use crate::key::Key;
+use crate::stats::PeerCounters;
+
+/// Handshake initiations per second before cookies are demanded (as boringtun's device).
+const HANDSHAKE_RATE_LIMIT: u64 = 100;
+
+/// One configured peer and its protocol state.
+pub(crate) struct Peer {
+    pub(crate) key: Key,
+    pub(crate) preshared_key: Option<Key>,
+    /// Our 24-bit slot index: boringtun's receiver indices are `index << 8 | session`.
+    pub(crate) index: u32,
+    tunn: Mutex<Tunn>,
+    endpoint: Mutex<Option<SocketAddr>>,
+    keepalive: AtomicU16,
+    /// Milliseconds since the tunnel's epoch when we last sent anything to this peer.
+    last_sent_ms: AtomicU64,
+    /// Set by `apply` when a keepalive must go out at the next timer tick.
+    pub(crate) keepalive_due: AtomicBool,
+    pub(crate) counters: Arc<PeerCounters>,
+}
+
+impl Peer {
+    /// Locks the protocol state. Poisoning is ignored: `Tunn` stays usable.
+    #[inline]
+    pub(crate) fn tunn(&self) -> MutexGuard<'_, Tunn> {
+        self.tunn.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    #[inline]
+    pub(crate) fn endpoint(&self) -> Option<SocketAddr> {
+        *self.endpoint.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Roaming: the endpoint follows the source of the last authenticated packet.
+    #[inline]
+    pub(crate) fn set_endpoint(&self, addr: SocketAddr) {
+        let mut ep = self.endpoint.lock().unwrap_or_else(|e| e.into_inner());
+        if *ep != Some(addr) {
+            *ep = Some(addr);
+        }
+    }
+
+    pub(crate) fn keepalive(&self) -> u16 {
+        self.keepalive.load(Relaxed)
+    }
+
+    #[inline]
+    pub(crate) fn mark_sent(&self, now_ms: u64) {
+        self.last_sent_ms.store(now_ms, Relaxed);
+    }
+
+    pub(crate) fn last_sent_ms(&self) -> u64 {
+        self.last_sent_ms.load(Relaxed)
+    }
+
+    /// Absolute time of the last completed handshake.
+    pub(crate) fn last_handshake(&self) -> Option<SystemTime> {
+        let since = self.tunn().stats().0?;
+        SystemTime::now().checked_sub(since)
+    }
+}
+
+/// Our static keys and the interface-wide handshake rate limiter.
+pub(crate) struct Identity {
+    pub(crate) secret: x25519::StaticSecret,
+    pub(crate) public: x25519::PublicKey,
+    pub(crate) rate_limiter: RateLimiter,
+}
+
+/// An immutable snapshot that the packet paths read once per batch.
+#[derive(Default)]
+pub(crate) struct PeerTable {
+    pub(crate) identity: Option<Arc<Identity>>,
+    pub(crate) peers: Vec<Arc<Peer>>,
+    by_key: HashMap<Key, usize>,
+    by_index: HashMap<u32, usize>,
+    pub(crate) routes: AllowedIps<usize>,
+}
+
+impl PeerTable {
+    /// Position of the peer with this static key.
+    pub(crate) fn by_key(&self, key: &Key) -> Option<&Arc<Peer>> {
+        self.by_key.get(key).map(|&i| &self.peers[i])
+    }
+
+    /// The peer owning boringtun receiver index `receiver`.
+    #[inline]
+    pub(crate) fn by_receiver(&self, receiver: u32) -> Option<(usize, &Arc<Peer>)> {
+        let pos = *self.by_index.get(&(receiver >> 8))?;
+        Some((pos, &self.peers[pos]))
+    }
+
+    /// Builds the table for `config` (already validated), reusing peers of `old` whose
+    /// identity is unchanged. `epoch_ms` is "now" on the tunnel's clock.
+    pub(crate) fn build(old: &Self, old_config: &TunnelConfig, config: &TunnelConfig, next_index: &mut dyn FnMut() -> u32) -> Self {
+        let same_identity = old_config.private_key == config.private_key && old.identity.is_some();
+        let identity = match (&config.private_key, same_identity) {
+            (None, _) => None,
+            (Some(_), true) => old.identity.clone(),
+            (Some(sk), false) => {
+                let secret = sk.secret();
+                let public = x25519::PublicKey::from(&secret);
+                Some(Arc::new(Identity {
+                    rate_limiter: RateLimiter::new(&public, HANDSHAKE_RATE_LIMIT),
+                    secret,
+                    public,
+                }))
+            }
+        };
+        let mut table = Self { identity: identity.clone(), ..Self::default() };
+        let Some(identity) = identity else {
+            return table;
+        };
+        let used: std::collections::HashSet<u32> = old.by_index.keys().copied().collect();
+        for (pos, pc) in config.peers.iter().enumerate() {
+            let previous = old.by_key(&pc.public_key);
+            let old_pc = old_config.peers.iter().find(|p| p.public_key == pc.public_key);
+            let reuse = previous.filter(|p| same_identity && p.preshared_key == pc.preshared_key);
+            let peer = match reuse {
+                Some(p) => Arc::clone(p),
+                None => {
+                    let mut index = next_index();
+                    while used.contains(&index) || table.by_index.contains_key(&index) {
+                        index = next_index();
+                    }
+                    let tunn = Tunn::new(
+                        identity.secret.clone(),
+                        x25519::PublicKey::from(pc.public_key.0),
+                        pc.preshared_key.map(|k| k.0),
+                        None,
+                        index,
+                        None,
+                    );
+                    Arc::new(Peer {
+                        key: pc.public_key,
+                        preshared_key: pc.preshared_key,
+                        index,
+                        tunn: Mutex::new(tunn),
+                        endpoint: Mutex::new(previous.and_then(|p| p.endpoint()).or(pc.endpoint)),
+                        keepalive: AtomicU16::new(0),
+                        last_sent_ms: AtomicU64::new(0),
+                        keepalive_due: AtomicBool::new(false),
+                        counters: previous.map(|p| Arc::clone(&p.counters)).unwrap_or_default(),
+                    })
+                }
+            };
+            // An endpoint given in the config wins when it changed (or the peer is new);
+            // otherwise the roamed endpoint stays.
+            if let Some(ep) = pc.endpoint {
+                if old_pc.and_then(|o| o.endpoint) != Some(ep) || previous.is_none() {
+                    peer.set_endpoint(ep);
+                }
+            }
+            let keepalive = pc.persistent_keepalive.unwrap_or(0);
+            let before = peer.keepalive.swap(keepalive, Relaxed);
+            if keepalive != 0 && (before == 0 || reuse.is_none()) {
+                peer.keepalive_due.store(true, Relaxed);
+            }
+            for net in &pc.allowed_ips {
+                table.routes.insert(*net, pos);
+            }
+            table.by_key.insert(pc.public_key, pos);
+            table.by_index.insert(peer.index, pos);
+            table.peers.push(peer);
+        }
+        table
+    }
+}
+
+/// Milliseconds on a monotonic clock shared by one tunnel's tasks.
+#[derive(Clone, Copy)]
+pub(crate) struct Clock(Instant);
+
+impl Clock {
+    pub(crate) fn new() -> Self {
+        Self(Instant::now())
+    }
+
+    #[inline]
+    pub(crate) fn now_ms(&self) -> u64 {
+        // +1 so that 0 can mean "never".
+        self.0.elapsed().as_millis() as u64 + 1
+    }
+
+    pub(crate) fn since(&self, ms: u64) -> Duration {
+        Duration::from_millis(self.now_ms().saturating_sub(ms))
+    }
+}

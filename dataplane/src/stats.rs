@@ -1,0 +1,131 @@
+//! Counters: per interface and per peer, updated with relaxed atomics on the hot paths and
+//! read as snapshots for the UAPI and metrics.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+/// Why a packet was dropped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum DropReason {
+    /// Outbound packet whose destination is in no peer's allowed IPs.
+    NoRoute,
+    /// Outbound packet for a peer without a known endpoint.
+    NoEndpoint,
+    /// Outbound bytes that are not an IP packet.
+    NotIp,
+    /// Inbound datagram that is not a well-formed WireGuard message.
+    Malformed,
+    /// Inbound message for a receiver index or static key we do not know.
+    UnknownPeer,
+    /// Inbound message that failed authentication, replay or timestamp checks.
+    Rejected,
+    /// Decrypted packet whose inner source is not in the sender's allowed IPs.
+    SourceNotAllowed,
+    /// No private key configured.
+    NoKey,
+    /// The UDP or TUN write failed.
+    SendError,
+}
+
+impl DropReason {
+    /// Every reason, for exporting all series.
+    pub const ALL: [Self; 9] = [
+        Self::NoRoute,
+        Self::NoEndpoint,
+        Self::NotIp,
+        Self::Malformed,
+        Self::UnknownPeer,
+        Self::Rejected,
+        Self::SourceNotAllowed,
+        Self::NoKey,
+        Self::SendError,
+    ];
+
+    /// Stable label for metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::NoRoute => "no_route",
+            Self::NoEndpoint => "no_endpoint",
+            Self::NotIp => "not_ip",
+            Self::Malformed => "malformed",
+            Self::UnknownPeer => "unknown_peer",
+            Self::Rejected => "rejected",
+            Self::SourceNotAllowed => "source_not_allowed",
+            Self::NoKey => "no_key",
+            Self::SendError => "send_error",
+        }
+    }
+
+    fn slot(self) -> usize {
+        Self::ALL.iter().position(|r| *r == self).unwrap_or(0)
+    }
+}
+
+/// Interface-wide counters.
+#[derive(Default, Debug)]
+pub struct DeviceCounters {
+    drops: [AtomicU64; DropReason::ALL.len()],
+    handshakes_completed: AtomicU64,
+}
+
+impl DeviceCounters {
+    /// Counts `n` drops for `reason`.
+    #[inline]
+    pub fn drop_packets(&self, reason: DropReason, n: u64) {
+        self.drops[reason.slot()].fetch_add(n, Relaxed);
+    }
+
+    /// Drops so far for `reason`.
+    pub fn drops(&self, reason: DropReason) -> u64 {
+        self.drops[reason.slot()].load(Relaxed)
+    }
+
+    pub(crate) fn handshake_completed(&self) {
+        self.handshakes_completed.fetch_add(1, Relaxed);
+    }
+
+    /// Handshakes completed (either side initiating) since start.
+    pub fn handshakes(&self) -> u64 {
+        self.handshakes_completed.load(Relaxed)
+    }
+}
+
+/// Per-peer traffic counters (bytes are WireGuard datagram bytes, as the kernel counts).
+#[derive(Default, Debug)]
+pub struct PeerCounters {
+    pub(crate) rx_bytes: AtomicU64,
+    pub(crate) tx_bytes: AtomicU64,
+    pub(crate) rx_packets: AtomicU64,
+    pub(crate) tx_packets: AtomicU64,
+}
+
+impl PeerCounters {
+    #[inline]
+    pub(crate) fn received(&self, bytes: usize) {
+        self.rx_bytes.fetch_add(bytes as u64, Relaxed);
+        self.rx_packets.fetch_add(1, Relaxed);
+    }
+
+    #[inline]
+    pub(crate) fn sent(&self, bytes: usize) {
+        self.tx_bytes.fetch_add(bytes as u64, Relaxed);
+        self.tx_packets.fetch_add(1, Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn drop_counters_are_separate() {
+        let c = DeviceCounters::default();
+        c.drop_packets(DropReason::NoRoute, 2);
+        c.drop_packets(DropReason::SourceNotAllowed, 1);
+        assert_eq!(c.drops(DropReason::NoRoute), 2);
+        assert_eq!(c.drops(DropReason::SourceNotAllowed), 1);
+        assert_eq!(c.drops(DropReason::Malformed), 0);
+        let labels: std::collections::HashSet<_> = DropReason::ALL.iter().map(|r| r.as_str()).collect();
+        assert_eq!(labels.len(), DropReason::ALL.len());
+    }
+}

@@ -1,0 +1,162 @@
+//! The UAPI socket: `/var/run/wireguard/<ifname>.sock`, mode 0600, served until the
+//! server is dropped (which removes the socket if it is still ours). Several requests per
+//! connection; garbage gets an `errno=` answer, never a crash.
+
+pub mod command;
+
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::task::JoinHandle;
+
+use crate::error::Error;
+use crate::tunnel::Device;
+use command::{EINVAL, Request, UapiError};
+
+/// Where `wg` looks for userspace interfaces.
+pub const SOCKET_DIR: &str = "/var/run/wireguard";
+
+/// Longest accepted line; a longer one closes the connection.
+const MAX_LINE: u64 = 4096;
+/// Most lines in one `set` (a large `wg setconf` is well below this).
+const MAX_LINES: usize = 1 << 20;
+
+/// The socket path for interface `name` under `dir`.
+pub fn socket_path(dir: &Path, name: &str) -> PathBuf {
+    dir.join(format!("{name}.sock"))
+}
+
+/// A listening UAPI socket.
+pub struct UapiServer {
+    path: PathBuf,
+    inode: u64,
+    task: JoinHandle<()>,
+}
+
+impl UapiServer {
+    /// Listens on `<dir>/<device name>.sock`. Fails if another live process serves it;
+    /// a stale socket file is replaced.
+    pub async fn bind(dir: &Path, device: Arc<dyn Device>) -> Result<Self, Error> {
+        let path = socket_path(dir, device.name());
+        let err = |source: std::io::Error| Error::Uapi { path: path.display().to_string(), source };
+        std::fs::create_dir_all(dir).map_err(err)?;
+        let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755));
+        if UnixStream::connect(&path).await.is_ok() {
+            return Err(err(std::io::Error::new(std::io::ErrorKind::AddrInUse, "another process serves this interface")));
+        }
+        let _ = std::fs::remove_file(&path);
+        let listener = UnixListener::bind(&path).map_err(err)?;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).map_err(err)?;
+        let inode = std::fs::metadata(&path).map_err(err)?.ino();
+        let task = tokio::spawn(async move {
+            loop {
+                match listener.accept().await {
+                    Ok((stream, _)) => {
+                        let device = Arc::clone(&device);
+                        tokio::spawn(async move {
+                            if let Err(e) = serve(stream, &*device).await {
+                                tracing::debug!(device = device.name(), error = %e, "UAPI connection ended");
+                            }
+                        });
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "UAPI accept failed");
+                        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    }
+                }
+            }
+        });
+        Ok(Self { path, inode, task })
+    }
+
+    /// The socket path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// True once the socket file is gone or replaced (`wg-quick down` deletes it to stop
+    /// a userspace interface).
+    pub fn is_deleted(&self) -> bool {
+        std::fs::metadata(&self.path).map(|m| m.ino() != self.inode).unwrap_or(true)
+    }
+}
+
+impl Drop for UapiServer {
+    fn drop(&mut self) {
+        self.task.abort();
+        if !self.is_deleted() {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// Serves requests on one connection until it closes.
+pub async fn serve(stream: UnixStream, device: &dyn Device) -> std::io::Result<()> {
+    let (r, mut w) = stream.into_split();
+    let mut reader = BufReader::new(r);
+    let mut lines: Vec<String> = Vec::new();
+    let mut buf = Vec::with_capacity(256);
+    loop {
+        lines.clear();
+        // Read one request: lines up to an empty line.
+        loop {
+            buf.clear();
+            let n = (&mut reader).take(MAX_LINE).read_until(b'\n', &mut buf).await?;
+            if n == 0 {
+                return Ok(());
+            }
+            if buf.last() != Some(&b'\n') {
+                if n as u64 >= MAX_LINE {
+                    w.write_all(b"errno=71\n\n").await?;
+                }
+                return Ok(());
+            }
+            buf.pop();
+            if buf.is_empty() {
+                break;
+            }
+            if lines.len() >= MAX_LINES {
+                w.write_all(b"errno=71\n\n").await?;
+                return Ok(());
+            }
+            lines.push(String::from_utf8_lossy(&buf).into_owned());
+        }
+        if lines.is_empty() {
+            continue;
+        }
+        let reply = handle(device, &lines);
+        w.write_all(reply.as_bytes()).await?;
+    }
+}
+
+/// Answers one request (already split into lines) with the full response text.
+pub fn handle(device: &dyn Device, lines: &[String]) -> String {
+    let refs: Vec<&str> = lines.iter().map(String::as_str).collect();
+    let result = command::parse_request(&refs).and_then(|req| match req {
+        Request::Get => Ok(command::format_get(&device.status())),
+        Request::Set(set) => device
+            .update(&mut |cfg| {
+                command::merge_set(cfg, &set);
+                Ok(())
+            })
+            .map(|()| String::new())
+            .map_err(UapiError::from),
+    });
+    match result {
+        Ok(mut body) => {
+            body.push_str("errno=0\n\n");
+            body
+        }
+        Err(e) => {
+            tracing::info!(device = device.name(), error = %e, "UAPI request refused");
+            let errno = if e.errno == 0 { EINVAL } else { e.errno };
+            format!("errno={errno}\n\n")
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

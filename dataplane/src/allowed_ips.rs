@@ -13,7 +13,9 @@ pub struct AllowedIps<T> {
 
 impl<T> Default for AllowedIps<T> {
     fn default() -> Self {
-        Self { table: IpNetworkTable::new() }
+        Self {
+            table: IpNetworkTable::new(),
+        }
     }
 }
 
@@ -91,7 +93,12 @@ mod tests {
 
     fn random_v4(rng: &mut StdRng) -> IpAddr {
         // A narrow space so prefixes overlap often.
-        IpAddr::V4(Ipv4Addr::new(10, rng.gen_range(0..4), rng.gen_range(0..8), rng.r#gen()))
+        IpAddr::V4(Ipv4Addr::new(
+            10,
+            rng.gen_range(0..4),
+            rng.gen_range(0..8),
+            rng.r#gen(),
+        ))
     }
 
     fn random_v6(rng: &mut StdRng) -> IpAddr {
@@ -131,8 +138,16 @@ mod tests {
                     model.remove(net);
                 }
                 _ => {
-                    let ip = if v6 { random_v6(&mut rng) } else { random_v4(&mut rng) };
-                    assert_eq!(table.lookup(ip).copied(), model.lookup(ip), "lookup {ip} at step {step}");
+                    let ip = if v6 {
+                        random_v6(&mut rng)
+                    } else {
+                        random_v4(&mut rng)
+                    };
+                    assert_eq!(
+                        table.lookup(ip).copied(),
+                        model.lookup(ip),
+                        "lookup {ip} at step {step}"
+                    );
                 }
             }
         }

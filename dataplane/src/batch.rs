@@ -111,8 +111,22 @@ impl Batch {
     }
 
     /// All slot buffers and the per-slot metadata, for transports filling several at once.
-    pub fn raw_parts(&mut self) -> (&mut [Box<[u8]>], &mut [usize], &mut [SocketAddr], &mut [usize], &mut usize) {
-        (&mut self.slots, &mut self.lens, &mut self.addrs, &mut self.strides, &mut self.len)
+    pub fn raw_parts(
+        &mut self,
+    ) -> (
+        &mut [Box<[u8]>],
+        &mut [usize],
+        &mut [SocketAddr],
+        &mut [usize],
+        &mut usize,
+    ) {
+        (
+            &mut self.slots,
+            &mut self.lens,
+            &mut self.addrs,
+            &mut self.strides,
+            &mut self.len,
+        )
     }
 
     /// Iterates the datagrams of filled slots, splitting GRO-coalesced slots by stride.

@@ -151,20 +151,42 @@ mod tests {
 
     #[test]
     fn prefixes_parse_and_normalise() {
-        assert_eq!(parse_prefix("10.1.2.3/16").unwrap().to_string(), "10.1.0.0/16");
+        assert_eq!(
+            parse_prefix("10.1.2.3/16").unwrap().to_string(),
+            "10.1.0.0/16"
+        );
         assert_eq!(parse_prefix("fd00::1/64").unwrap().to_string(), "fd00::/64");
-        assert_eq!(parse_prefix("192.168.1.1").unwrap().to_string(), "192.168.1.1/32");
+        assert_eq!(
+            parse_prefix("192.168.1.1").unwrap().to_string(),
+            "192.168.1.1/32"
+        );
         assert_eq!(parse_prefix("0.0.0.0/0").unwrap().to_string(), "0.0.0.0/0");
-        for bad in ["10.0.0.0/33", "fd00::/129", "x/8", "10.0.0.0/", "10.0.0.0/-1", ""] {
+        for bad in [
+            "10.0.0.0/33",
+            "fd00::/129",
+            "x/8",
+            "10.0.0.0/",
+            "10.0.0.0/-1",
+            "",
+        ] {
             assert!(parse_prefix(bad).is_err(), "{bad}");
         }
     }
 
     #[test]
     fn endpoints_parse() {
-        assert_eq!(parse_endpoint("1.2.3.4:51820").unwrap().to_string(), "1.2.3.4:51820");
-        assert_eq!(parse_endpoint("[fd00::1]:5").unwrap().to_string(), "[fd00::1]:5");
-        assert_eq!(parse_endpoint("[::ffff:1.2.3.4]:7").unwrap().to_string(), "1.2.3.4:7");
+        assert_eq!(
+            parse_endpoint("1.2.3.4:51820").unwrap().to_string(),
+            "1.2.3.4:51820"
+        );
+        assert_eq!(
+            parse_endpoint("[fd00::1]:5").unwrap().to_string(),
+            "[fd00::1]:5"
+        );
+        assert_eq!(
+            parse_endpoint("[::ffff:1.2.3.4]:7").unwrap().to_string(),
+            "1.2.3.4:7"
+        );
         assert!(parse_endpoint("fd00::1:5").is_err());
         assert!(parse_endpoint("host:5").is_err());
     }
@@ -182,19 +204,28 @@ mod tests {
         let mut b = PeerConfig::new(key(2));
         b.allowed_ips.push(parse_prefix("10.0.0.9/24").unwrap());
         c.peers = vec![a, b];
-        assert!(matches!(c.validate(), Err(ConfigError::AllowedIpConflict { .. })));
+        assert!(matches!(
+            c.validate(),
+            Err(ConfigError::AllowedIpConflict { .. })
+        ));
     }
 
     #[test]
     fn validation_rejects_self_and_dedups() {
         let sk = PrivateKey::generate();
-        let mut c = TunnelConfig { private_key: Some(sk.clone()), ..Default::default() };
+        let mut c = TunnelConfig {
+            private_key: Some(sk.clone()),
+            ..Default::default()
+        };
         c.peers.push(PeerConfig::new(sk.public_key()));
         assert!(matches!(c.validate(), Err(ConfigError::PeerIsSelf(_))));
 
         let mut c = TunnelConfig::default();
         let mut a = PeerConfig::new(key(1));
-        a.allowed_ips = vec![parse_prefix("10.0.0.1/24").unwrap(), parse_prefix("10.0.0.0/24").unwrap()];
+        a.allowed_ips = vec![
+            parse_prefix("10.0.0.1/24").unwrap(),
+            parse_prefix("10.0.0.0/24").unwrap(),
+        ];
         c.peers.push(a);
         c.validate().unwrap();
         assert_eq!(c.peers[0].allowed_ips.len(), 1);

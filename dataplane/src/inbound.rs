@@ -25,10 +25,16 @@ use crate::peers::PeerTable;
 use crate::stats::{DeviceCounters, DropReason};
 use crate::tunnel::Shared;
 
-pub(crate) async fn run<T: TunIo, B: UdpBinder>(shared: Arc<Shared<B>>, tun: Arc<T>) -> io::Result<()> {
+pub(crate) async fn run<T: TunIo, B: UdpBinder>(
+    shared: Arc<Shared<B>>,
+    tun: Arc<T>,
+) -> io::Result<()> {
     let mut sockets = shared.subscribe_socket();
     let mut input = Batch::new();
-    let mut out = Outputs { to_tun: Batch::new(), to_net: Batch::new() };
+    let mut out = Outputs {
+        to_tun: Batch::new(),
+        to_net: Batch::new(),
+    };
     loop {
         let socket = sockets.borrow_and_update().clone();
         let Some(socket) = socket else {
@@ -87,7 +93,14 @@ impl Outputs {
 }
 
 /// Processes one datagram from `src`. Needs one free slot in each output batch.
-pub(crate) fn handle(table: &PeerTable, datagram: &[u8], src: SocketAddr, out: &mut Outputs, counters: &DeviceCounters, now_ms: u64) {
+pub(crate) fn handle(
+    table: &PeerTable,
+    datagram: &[u8],
+    src: SocketAddr,
+    out: &mut Outputs,
+    counters: &DeviceCounters,
+    now_ms: u64,
+) {
     let Some(identity) = &table.identity else {
         counters.drop_packets(DropReason::NoKey, 1);
         return;
@@ -98,15 +111,22 @@ pub(crate) fn handle(table: &PeerTable, datagram: &[u8], src: SocketAddr, out: &
     };
     let (pos, peer, kind) = match message {
         Message::HandshakeInit => {
-            let Some(slot) = out.to_net.next_slot() else { return };
-            let key = match identity.rate_limiter.verify_packet(Some(src.ip()), datagram, slot) {
-                Ok(Packet::HandshakeInit(init)) => match parse_handshake_anon(&identity.secret, &identity.public, &init) {
-                    Ok(half) => Key(half.peer_static_public),
-                    Err(_) => {
-                        counters.drop_packets(DropReason::Rejected, 1);
-                        return;
+            let Some(slot) = out.to_net.next_slot() else {
+                return;
+            };
+            let key = match identity
+                .rate_limiter
+                .verify_packet(Some(src.ip()), datagram, slot)
+            {
+                Ok(Packet::HandshakeInit(init)) => {
+                    match parse_handshake_anon(&identity.secret, &identity.public, &init) {
+                        Ok(half) => Key(half.peer_static_public),
+                        Err(_) => {
+                            counters.drop_packets(DropReason::Rejected, 1);
+                            return;
+                        }
                     }
-                },
+                }
                 Err(TunnResult::WriteToNetwork(cookie)) => {
                     // Under load: answer with a cookie instead of doing the DH.
                     let n = cookie.len();
@@ -122,7 +142,9 @@ pub(crate) fn handle(table: &PeerTable, datagram: &[u8], src: SocketAddr, out: &
                 counters.drop_packets(DropReason::UnknownPeer, 1);
                 return;
             };
-            let Some((pos, _)) = table.by_receiver(peer.index << 8) else { return };
+            let Some((pos, _)) = table.by_receiver(peer.index << 8) else {
+                return;
+            };
             (pos, peer, MSG_HANDSHAKE_INIT)
         }
         Message::ToIndex { kind, receiver } => match table.by_receiver(receiver) {
@@ -136,7 +158,9 @@ pub(crate) fn handle(table: &PeerTable, datagram: &[u8], src: SocketAddr, out: &
 
     let mut tunn = peer.tunn();
     if kind == MSG_DATA {
-        let Some(slot) = out.to_tun.next_slot() else { return };
+        let Some(slot) = out.to_tun.next_slot() else {
+            return;
+        };
         let (len, inner_src) = match tunn.decapsulate(Some(src.ip()), datagram, slot) {
             TunnResult::WriteToTunnelV4(p, ip) => (p.len(), IpAddr::V4(ip)),
             TunnResult::WriteToTunnelV6(p, ip) => (p.len(), IpAddr::V6(ip)),
@@ -162,7 +186,9 @@ pub(crate) fn handle(table: &PeerTable, datagram: &[u8], src: SocketAddr, out: &
         return;
     }
 
-    let Some(slot) = out.to_net.next_slot() else { return };
+    let Some(slot) = out.to_net.next_slot() else {
+        return;
+    };
     match tunn.decapsulate(Some(src.ip()), datagram, slot) {
         TunnResult::WriteToNetwork(reply) => {
             let n = reply.len();
@@ -172,6 +198,7 @@ pub(crate) fn handle(table: &PeerTable, datagram: &[u8], src: SocketAddr, out: &
             peer.set_endpoint(src);
             if kind == MSG_HANDSHAKE_INIT || kind == MSG_HANDSHAKE_RESPONSE {
                 counters.handshake_completed();
+                peer.handshake_completed();
             }
         }
         TunnResult::Done => {
@@ -186,7 +213,9 @@ pub(crate) fn handle(table: &PeerTable, datagram: &[u8], src: SocketAddr, out: &
     }
     // A new session may release packets queued while the handshake was running.
     loop {
-        let Some(slot) = out.to_net.next_slot() else { break };
+        let Some(slot) = out.to_net.next_slot() else {
+            break;
+        };
         match tunn.decapsulate(None, &[], slot) {
             TunnResult::WriteToNetwork(p) => {
                 let n = p.len();

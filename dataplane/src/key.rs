@@ -159,7 +159,8 @@ mod tests {
     #[test]
     fn known_public_key() {
         // RFC 7748 section 6.1 test vector (Alice).
-        let sk = Key::from_hex("77076d0a7318a57d3c16c17251b26645df4c2f87ebc0992ab177fba51db92c2a").unwrap();
+        let sk = Key::from_hex("77076d0a7318a57d3c16c17251b26645df4c2f87ebc0992ab177fba51db92c2a")
+            .unwrap();
         let pk = PrivateKey::from_bytes(sk.0).public_key();
         assert_eq!(
             pk.to_hex(),

@@ -21,7 +21,10 @@ use crate::peers::PeerTable;
 use crate::stats::{DeviceCounters, DropReason};
 use crate::tunnel::Shared;
 
-pub(crate) async fn run<T: TunIo, B: UdpBinder>(shared: Arc<Shared<B>>, tun: Arc<T>) -> io::Result<()> {
+pub(crate) async fn run<T: TunIo, B: UdpBinder>(
+    shared: Arc<Shared<B>>,
+    tun: Arc<T>,
+) -> io::Result<()> {
     let mut input = Batch::new();
     let mut output = Batch::new();
     let mut order: Vec<(usize, usize)> = Vec::with_capacity(input.capacity());
@@ -30,22 +33,38 @@ pub(crate) async fn run<T: TunIo, B: UdpBinder>(shared: Arc<Shared<B>>, tun: Arc
         tun.recv_batch(&mut input).await?;
         let table = shared.table();
         let Some(socket) = shared.socket() else {
-            shared.counters.drop_packets(DropReason::SendError, input.len() as u64);
+            shared
+                .counters
+                .drop_packets(DropReason::SendError, input.len() as u64);
             continue;
         };
         route(&table, &input, &mut order, &shared.counters);
         output.clear();
-        encapsulate(&table, &input, &order, &mut output, &shared.counters, shared.clock.now_ms());
+        encapsulate(
+            &table,
+            &input,
+            &order,
+            &mut output,
+            &shared.counters,
+            shared.clock.now_ms(),
+        );
         if !output.is_empty() {
             let failed = socket.send_batch(&output).await;
-            shared.counters.drop_packets(DropReason::SendError, failed as u64);
+            shared
+                .counters
+                .drop_packets(DropReason::SendError, failed as u64);
         }
     }
 }
 
 /// Fills `order` with `(peer position, packet index)` for every routable packet of
 /// `input`, sorted by peer (stable), and counts the rest as dropped.
-pub(crate) fn route(table: &PeerTable, input: &Batch, order: &mut Vec<(usize, usize)>, counters: &DeviceCounters) {
+pub(crate) fn route(
+    table: &PeerTable,
+    input: &Batch,
+    order: &mut Vec<(usize, usize)>,
+    counters: &DeviceCounters,
+) {
     order.clear();
     for i in 0..input.len() {
         let Some(header) = packet::ip_header(input.packet(i)) else {

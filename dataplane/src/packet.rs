@@ -33,12 +33,18 @@ pub fn ip_header(pkt: &[u8]) -> Option<IpHeader> {
         4 => {
             let src: [u8; 4] = pkt.get(12..16)?.try_into().ok()?;
             let dst: [u8; 4] = pkt.get(16..20)?.try_into().ok()?;
-            Some(IpHeader { src: Ipv4Addr::from(src).into(), dst: Ipv4Addr::from(dst).into() })
+            Some(IpHeader {
+                src: Ipv4Addr::from(src).into(),
+                dst: Ipv4Addr::from(dst).into(),
+            })
         }
         6 => {
             let src: [u8; 16] = pkt.get(8..24)?.try_into().ok()?;
             let dst: [u8; 16] = pkt.get(24..40)?.try_into().ok()?;
-            Some(IpHeader { src: Ipv6Addr::from(src).into(), dst: Ipv6Addr::from(dst).into() })
+            Some(IpHeader {
+                src: Ipv6Addr::from(src).into(),
+                dst: Ipv6Addr::from(dst).into(),
+            })
         }
         _ => None,
     }
@@ -66,15 +72,25 @@ pub fn message(datagram: &[u8]) -> Option<Message> {
         return None;
     }
     let receiver = || -> Option<u32> {
-        let off = if head[0] == MSG_HANDSHAKE_RESPONSE { 8 } else { 4 };
-        Some(u32::from_le_bytes(datagram.get(off..off + 4)?.try_into().ok()?))
+        let off = if head[0] == MSG_HANDSHAKE_RESPONSE {
+            8
+        } else {
+            4
+        };
+        Some(u32::from_le_bytes(
+            datagram.get(off..off + 4)?.try_into().ok()?,
+        ))
     };
     match (head[0], datagram.len()) {
         (MSG_HANDSHAKE_INIT, 148) => Some(Message::HandshakeInit),
-        (MSG_HANDSHAKE_RESPONSE, 92) | (MSG_COOKIE_REPLY, 64) => {
-            Some(Message::ToIndex { kind: head[0], receiver: receiver()? })
-        }
-        (MSG_DATA, n) if n >= DATA_OVERHEAD => Some(Message::ToIndex { kind: MSG_DATA, receiver: receiver()? }),
+        (MSG_HANDSHAKE_RESPONSE, 92) | (MSG_COOKIE_REPLY, 64) => Some(Message::ToIndex {
+            kind: head[0],
+            receiver: receiver()?,
+        }),
+        (MSG_DATA, n) if n >= DATA_OVERHEAD => Some(Message::ToIndex {
+            kind: MSG_DATA,
+            receiver: receiver()?,
+        }),
         _ => None,
     }
 }
@@ -114,11 +130,23 @@ mod tests {
         let mut resp = [0u8; 92];
         resp[0] = 2;
         resp[8..12].copy_from_slice(&0x1234_5600u32.to_le_bytes());
-        assert_eq!(message(&resp), Some(Message::ToIndex { kind: 2, receiver: 0x1234_5600 }));
+        assert_eq!(
+            message(&resp),
+            Some(Message::ToIndex {
+                kind: 2,
+                receiver: 0x1234_5600
+            })
+        );
         let mut data = [0u8; 32];
         data[0] = 4;
         data[4] = 7;
-        assert_eq!(message(&data), Some(Message::ToIndex { kind: 4, receiver: 7 }));
+        assert_eq!(
+            message(&data),
+            Some(Message::ToIndex {
+                kind: 4,
+                receiver: 7
+            })
+        );
         data[1] = 1;
         assert_eq!(message(&data), None);
         assert_eq!(message(&[4, 0, 0]), None);

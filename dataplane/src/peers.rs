@@ -30,6 +30,7 @@ pub(crate) struct Peer {
     tunn: Mutex<Tunn>,
     endpoint: Mutex<Option<SocketAddr>>,
     keepalive: AtomicU16,
+    last_handshake: Mutex<Option<SystemTime>>,
     /// Milliseconds since the tunnel's epoch when we last sent anything to this peer.
     last_sent_ms: AtomicU64,
     /// Set by `apply` when a keepalive must go out at the next timer tick.
@@ -71,10 +72,20 @@ impl Peer {
         self.last_sent_ms.load(Relaxed)
     }
 
-    /// Absolute time of the last completed handshake.
+    /// Absolute time of the last completed handshake (kept after sessions expire, as
+    /// the kernel does).
     pub(crate) fn last_handshake(&self) -> Option<SystemTime> {
-        let since = self.tunn().stats().0?;
-        SystemTime::now().checked_sub(since)
+        *self
+            .last_handshake
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn handshake_completed(&self) {
+        *self
+            .last_handshake
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(SystemTime::now());
     }
 }
 
@@ -110,7 +121,12 @@ impl PeerTable {
 
     /// Builds the table for `config` (already validated), reusing peers of `old` whose
     /// identity is unchanged. `epoch_ms` is "now" on the tunnel's clock.
-    pub(crate) fn build(old: &Self, old_config: &TunnelConfig, config: &TunnelConfig, next_index: &mut dyn FnMut() -> u32) -> Self {
+    pub(crate) fn build(
+        old: &Self,
+        old_config: &TunnelConfig,
+        config: &TunnelConfig,
+        next_index: &mut dyn FnMut() -> u32,
+    ) -> Self {
         let same_identity = old_config.private_key == config.private_key && old.identity.is_some();
         let identity = match (&config.private_key, same_identity) {
             (None, _) => None,
@@ -125,14 +141,20 @@ impl PeerTable {
                 }))
             }
         };
-        let mut table = Self { identity: identity.clone(), ..Self::default() };
+        let mut table = Self {
+            identity: identity.clone(),
+            ..Self::default()
+        };
         let Some(identity) = identity else {
             return table;
         };
         let used: std::collections::HashSet<u32> = old.by_index.keys().copied().collect();
         for (pos, pc) in config.peers.iter().enumerate() {
             let previous = old.by_key(&pc.public_key);
-            let old_pc = old_config.peers.iter().find(|p| p.public_key == pc.public_key);
+            let old_pc = old_config
+                .peers
+                .iter()
+                .find(|p| p.public_key == pc.public_key);
             let reuse = previous.filter(|p| same_identity && p.preshared_key == pc.preshared_key);
             let peer = match reuse {
                 Some(p) => Arc::clone(p),
@@ -156,9 +178,12 @@ impl PeerTable {
                         tunn: Mutex::new(tunn),
                         endpoint: Mutex::new(previous.and_then(|p| p.endpoint()).or(pc.endpoint)),
                         keepalive: AtomicU16::new(0),
+                        last_handshake: Mutex::new(previous.and_then(|p| p.last_handshake())),
                         last_sent_ms: AtomicU64::new(0),
                         keepalive_due: AtomicBool::new(false),
-                        counters: previous.map(|p| Arc::clone(&p.counters)).unwrap_or_default(),
+                        counters: previous
+                            .map(|p| Arc::clone(&p.counters))
+                            .unwrap_or_default(),
                     })
                 }
             };

@@ -125,7 +125,8 @@ mod tests {
         assert_eq!(c.drops(DropReason::NoRoute), 2);
         assert_eq!(c.drops(DropReason::SourceNotAllowed), 1);
         assert_eq!(c.drops(DropReason::Malformed), 0);
-        let labels: std::collections::HashSet<_> = DropReason::ALL.iter().map(|r| r.as_str()).collect();
+        let labels: std::collections::HashSet<_> =
+            DropReason::ALL.iter().map(|r| r.as_str()).collect();
         assert_eq!(labels.len(), DropReason::ALL.len());
     }
 }

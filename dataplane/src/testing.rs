@@ -31,15 +31,24 @@ pub fn mem_tun() -> (MemTun, MemTunHost) {
     let (to_tunnel, from_host) = mpsc::channel(1024);
     let (to_host, from_tunnel) = mpsc::channel(1024);
     (
-        MemTun { from_host: tokio::sync::Mutex::new(from_host), to_host },
-        MemTunHost { to_tunnel, from_tunnel },
+        MemTun {
+            from_host: tokio::sync::Mutex::new(from_host),
+            to_host,
+        },
+        MemTunHost {
+            to_tunnel,
+            from_tunnel,
+        },
     )
 }
 
 impl TunIo for MemTun {
     async fn recv_batch(&self, batch: &mut Batch) -> io::Result<()> {
         let mut rx = self.from_host.lock().await;
-        let first = rx.recv().await.ok_or_else(|| io::Error::from(io::ErrorKind::BrokenPipe))?;
+        let first = rx
+            .recv()
+            .await
+            .ok_or_else(|| io::Error::from(io::ErrorKind::BrokenPipe))?;
         let any = SocketAddr::from(([0, 0, 0, 0], 0));
         batch.push(&first, any);
         while !batch.is_full() {
@@ -80,17 +89,28 @@ impl MemNet {
 
     /// A binder for sockets on host address `ip`.
     pub fn host(&self, ip: IpAddr) -> MemUdpBinder {
-        MemUdpBinder { net: self.clone(), ip }
+        MemUdpBinder {
+            net: self.clone(),
+            ip,
+        }
     }
 
     /// Delivers `bytes` to `to` as if sent from `from`; false if nothing listens there.
     pub fn inject(&self, from: SocketAddr, to: SocketAddr, bytes: &[u8]) -> bool {
-        let inbox = self.sockets.lock().unwrap_or_else(|e| e.into_inner()).get(&to).cloned();
+        let inbox = self
+            .sockets
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&to)
+            .cloned();
         inbox.is_some_and(|tx| tx.send((from, bytes.to_vec())).is_ok())
     }
 
     /// Binds a raw socket at `addr` for a test to observe or forge traffic.
-    pub fn listen(&self, addr: SocketAddr) -> io::Result<mpsc::UnboundedReceiver<(SocketAddr, Vec<u8>)>> {
+    pub fn listen(
+        &self,
+        addr: SocketAddr,
+    ) -> io::Result<mpsc::UnboundedReceiver<(SocketAddr, Vec<u8>)>> {
         let (tx, rx) = mpsc::unbounded_channel();
         let mut map = self.sockets.lock().unwrap_or_else(|e| e.into_inner());
         if map.contains_key(&addr) {
@@ -101,7 +121,10 @@ impl MemNet {
     }
 
     fn unbind(&self, addr: SocketAddr) {
-        self.sockets.lock().unwrap_or_else(|e| e.into_inner()).remove(&addr);
+        self.sockets
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&addr);
     }
 }
 
@@ -126,7 +149,11 @@ impl UdpBinder for MemUdpBinder {
         };
         let addr = SocketAddr::new(self.ip, port);
         let rx = self.net.listen(addr)?;
-        Ok(MemUdp { net: self.net.clone(), addr, rx: tokio::sync::Mutex::new(rx) })
+        Ok(MemUdp {
+            net: self.net.clone(),
+            addr,
+            rx: tokio::sync::Mutex::new(rx),
+        })
     }
 }
 
@@ -154,7 +181,10 @@ impl UdpIo for MemUdp {
 
     async fn recv_batch(&self, batch: &mut Batch) -> io::Result<()> {
         let mut rx = self.rx.lock().await;
-        let (from, first) = rx.recv().await.ok_or_else(|| io::Error::from(io::ErrorKind::BrokenPipe))?;
+        let (from, first) = rx
+            .recv()
+            .await
+            .ok_or_else(|| io::Error::from(io::ErrorKind::BrokenPipe))?;
         batch.push(&first, from);
         while !batch.is_full() {
             match rx.try_recv() {
@@ -204,7 +234,10 @@ pub fn ipv6_packet(src: [u8; 16], dst: [u8; 16], payload: &[u8]) -> Vec<u8> {
 }
 
 fn checksum(bytes: &[u8]) -> u16 {
-    let mut sum: u32 = bytes.chunks(2).map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]))).sum();
+    let mut sum: u32 = bytes
+        .chunks(2)
+        .map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)])))
+        .sum();
     while sum > 0xffff {
         sum = (sum & 0xffff) + (sum >> 16);
     }

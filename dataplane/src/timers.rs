@@ -34,7 +34,9 @@ pub(crate) async fn run<B: UdpBinder>(shared: Arc<Shared<B>>) -> io::Result<()> 
                 identity.rate_limiter.reset_count();
             }
         }
-        let Some(socket) = shared.socket() else { continue };
+        let Some(socket) = shared.socket() else {
+            continue;
+        };
         let now_ms = shared.clock.now_ms();
         out.clear();
         for peer in &table.peers {
@@ -55,14 +57,19 @@ pub(crate) async fn run<B: UdpBinder>(shared: Arc<Shared<B>>) -> io::Result<()> 
                         }
                     }
                     TunnResult::Err(WireGuardError::ConnectionExpired) | TunnResult::Done => {}
-                    TunnResult::Err(e) => tracing::debug!(device = %shared.name, peer = %peer.key, error = ?e, "timer"),
+                    TunnResult::Err(e) => {
+                        tracing::debug!(device = %shared.name, peer = %peer.key, error = ?e, "timer")
+                    }
                     _ => {}
                 }
             }
             let interval = u64::from(peer.keepalive());
             let due = peer.keepalive_due.swap(false, Relaxed);
             let idle = shared.clock.since(peer.last_sent_ms().max(1));
-            if interval > 0 && !sent && (due || peer.last_sent_ms() == 0 || idle >= Duration::from_secs(interval)) {
+            if interval > 0
+                && !sent
+                && (due || peer.last_sent_ms() == 0 || idle >= Duration::from_secs(interval))
+            {
                 if let (Some(ep), Some(slot)) = (endpoint, out.next_slot()) {
                     if let TunnResult::WriteToNetwork(p) = tunn.encapsulate(&[], slot) {
                         let n = p.len();
@@ -83,7 +90,9 @@ pub(crate) async fn run<B: UdpBinder>(shared: Arc<Shared<B>>) -> io::Result<()> 
 async fn flush<B: UdpBinder>(shared: &Shared<B>, socket: &B::Socket, out: &mut Batch) {
     if !out.is_empty() {
         let failed = socket.send_batch(out).await;
-        shared.counters.drop_packets(DropReason::SendError, failed as u64);
+        shared
+            .counters
+            .drop_packets(DropReason::SendError, failed as u64);
         out.clear();
     }
 }

@@ -17,14 +17,24 @@ pub struct TunDevice {
 impl TunDevice {
     /// Creates (or attaches to) the TUN device `name` with `mtu`; `up` also sets the link up.
     pub fn create(name: &str, mtu: u16, up: bool) -> Result<Self, Error> {
-        let err = |source: io::Error| Error::Tun { name: name.to_string(), source };
-        if name.is_empty() || name.len() > 15 || name.contains('/') || name.contains(char::is_whitespace) {
+        let err = |source: io::Error| Error::Tun {
+            name: name.to_string(),
+            source,
+        };
+        if name.is_empty()
+            || name.len() > 15
+            || name.contains('/')
+            || name.contains(char::is_whitespace)
+        {
             return Err(err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 "interface names are 1 to 15 bytes without '/' or spaces",
             )));
         }
-        let mut builder = DeviceBuilder::new().name(name).mtu(mtu).packet_information(false);
+        let mut builder = DeviceBuilder::new()
+            .name(name)
+            .mtu(mtu)
+            .packet_information(false);
         if up {
             builder = builder.enable(true);
         }
@@ -41,7 +51,9 @@ impl TunDevice {
 
 impl TunIo for TunDevice {
     async fn recv_batch(&self, batch: &mut Batch) -> io::Result<()> {
-        let Some(slot) = batch.next_slot() else { return Ok(()) };
+        let Some(slot) = batch.next_slot() else {
+            return Ok(());
+        };
         let n = self.dev.recv(slot).await?;
         batch.commit(n, unspecified(), 0);
         while let Some(slot) = batch.next_slot() {

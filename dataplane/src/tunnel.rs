@@ -72,7 +72,10 @@ pub trait Device: Send + Sync + 'static {
     fn counters(&self) -> &DeviceCounters;
     /// Read-modify-write under the write lock: `edit` gets a copy of the configuration
     /// and the result is applied atomically (nothing changes if either step fails).
-    fn update(&self, edit: &mut dyn FnMut(&mut TunnelConfig) -> Result<(), ConfigError>) -> Result<(), ConfigError>;
+    fn update(
+        &self,
+        edit: &mut dyn FnMut(&mut TunnelConfig) -> Result<(), ConfigError>,
+    ) -> Result<(), ConfigError>;
 }
 
 /// State shared by a tunnel's tasks and its handles.
@@ -107,7 +110,11 @@ impl<B: UdpBinder> Shared<B> {
         self.socket.subscribe()
     }
 
-    fn apply_locked(&self, current: &mut TunnelConfig, mut config: TunnelConfig) -> Result<(), ConfigError> {
+    fn apply_locked(
+        &self,
+        current: &mut TunnelConfig,
+        mut config: TunnelConfig,
+    ) -> Result<(), ConfigError> {
         config.validate()?;
         let bound = self.socket();
         let rebind = match &bound {
@@ -134,7 +141,10 @@ impl<B: UdpBinder> Shared<B> {
         } else if config.fwmark != current.fwmark {
             if let Some(sock) = &bound {
                 sock.set_fwmark(config.fwmark)
-                    .map_err(|e| ConfigError::Bind { port: config.listen_port, reason: e.to_string() })?;
+                    .map_err(|e| ConfigError::Bind {
+                        port: config.listen_port,
+                        reason: e.to_string(),
+                    })?;
             }
         }
         let old_table = self.table();
@@ -152,9 +162,15 @@ impl<B: UdpBinder> Shared<B> {
 
 fn bind_error(port: u16, e: &io::Error) -> ConfigError {
     if e.kind() == io::ErrorKind::AddrInUse {
-        ConfigError::PortInUse { port, reason: e.to_string() }
+        ConfigError::PortInUse {
+            port,
+            reason: e.to_string(),
+        }
     } else {
-        ConfigError::Bind { port, reason: e.to_string() }
+        ConfigError::Bind {
+            port,
+            reason: e.to_string(),
+        }
     }
 }
 
@@ -169,7 +185,10 @@ impl<B: UdpBinder> Device for Shared<B> {
     }
 
     fn config(&self) -> TunnelConfig {
-        self.config.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.config
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     fn status(&self) -> DeviceStatus {
@@ -207,7 +226,10 @@ impl<B: UdpBinder> Device for Shared<B> {
         &self.counters
     }
 
-    fn update(&self, edit: &mut dyn FnMut(&mut TunnelConfig) -> Result<(), ConfigError>) -> Result<(), ConfigError> {
+    fn update(
+        &self,
+        edit: &mut dyn FnMut(&mut TunnelConfig) -> Result<(), ConfigError>,
+    ) -> Result<(), ConfigError> {
         let mut current = self.config.lock().unwrap_or_else(|e| e.into_inner());
         let mut next = current.clone();
         edit(&mut next)?;
@@ -225,7 +247,12 @@ pub struct Tunnel<B: UdpBinder> {
 impl<B: UdpBinder> Tunnel<B> {
     /// Starts the packet paths over `tun`, binds UDP through `binder` and applies `config`.
     /// Must be called inside a tokio runtime.
-    pub fn spawn<T: TunIo>(name: &str, tun: T, binder: B, config: TunnelConfig) -> Result<Self, Error> {
+    pub fn spawn<T: TunIo>(
+        name: &str,
+        tun: T,
+        binder: B,
+        config: TunnelConfig,
+    ) -> Result<Self, Error> {
         let (socket, _) = watch::channel(None);
         let shared = Arc::new(Shared {
             name: name.to_string(),
@@ -264,7 +291,11 @@ impl<B: UdpBinder> Tunnel<B> {
             let supervisor = watch(task, what);
             tasks.push(supervisor.abort_handle());
         }
-        Ok(Self { shared, tasks, stopped })
+        Ok(Self {
+            shared,
+            tasks,
+            stopped,
+        })
     }
 
     /// A shareable handle for the UAPI server and the controller.

@@ -47,7 +47,12 @@ impl UdpBinder for SystemUdp {
         let _ = state.set_recv_buffer_size((&sock).into(), SOCKET_BUFFER);
         let _ = state.set_send_buffer_size((&sock).into(), SOCKET_BUFFER);
         let port = sock.local_addr()?.port();
-        Ok(UdpSocket { sock, state, port, dual })
+        Ok(UdpSocket {
+            sock,
+            state,
+            port,
+            dual,
+        })
     }
 }
 
@@ -89,10 +94,15 @@ impl UdpIo for UdpSocket {
         let (slots, lens, addrs, strides, len) = batch.raw_parts();
         let free = &mut slots[*len..];
         let mut meta = vec![RecvMeta::default(); free.len()];
-        let mut iovs: Vec<IoSliceMut<'_>> = free.iter_mut().map(|s| IoSliceMut::new(&mut s[..])).collect();
+        let mut iovs: Vec<IoSliceMut<'_>> = free
+            .iter_mut()
+            .map(|s| IoSliceMut::new(&mut s[..]))
+            .collect();
         let n = self
             .sock
-            .async_io(Interest::READABLE, || self.state.recv((&self.sock).into(), &mut iovs, &mut meta))
+            .async_io(Interest::READABLE, || {
+                self.state.recv((&self.sock).into(), &mut iovs, &mut meta)
+            })
             .await?;
         for m in &meta[..n] {
             let i = *len;
@@ -116,7 +126,9 @@ impl UdpIo for UdpSocket {
             };
             let r = self
                 .sock
-                .async_io(Interest::WRITABLE, || self.state.try_send((&self.sock).into(), &transmit))
+                .async_io(Interest::WRITABLE, || {
+                    self.state.try_send((&self.sock).into(), &transmit)
+                })
                 .await;
             if let Err(e) = r {
                 tracing::debug!(destination = %batch.addr(i), error = %e, "UDP send failed");

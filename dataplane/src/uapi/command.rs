@@ -34,7 +34,10 @@ pub struct UapiError {
 
 impl UapiError {
     fn new(errno: i32, message: impl Into<String>) -> Self {
-        Self { errno, message: message.into() }
+        Self {
+            errno,
+            message: message.into(),
+        }
     }
 }
 
@@ -107,15 +110,22 @@ fn parse_bool(key: &str, v: &str) -> Result<bool, UapiError> {
     match v {
         "true" => Ok(true),
         "false" => Ok(false),
-        _ => Err(UapiError::new(EINVAL, format!("{key}: expected true or false, got {v:?}"))),
+        _ => Err(UapiError::new(
+            EINVAL,
+            format!("{key}: expected true or false, got {v:?}"),
+        )),
     }
 }
 
 fn parse_num<T: std::str::FromStr>(key: &str, v: &str) -> Result<T, UapiError> {
     if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(UapiError::new(EINVAL, format!("{key}: invalid number {v:?}")));
+        return Err(UapiError::new(
+            EINVAL,
+            format!("{key}: invalid number {v:?}"),
+        ));
     }
-    v.parse().map_err(|_| UapiError::new(EINVAL, format!("{key}: number out of range {v:?}")))
+    v.parse()
+        .map_err(|_| UapiError::new(EINVAL, format!("{key}: number out of range {v:?}")))
 }
 
 fn parse_key(key: &str, v: &str) -> Result<Key, UapiError> {
@@ -125,16 +135,24 @@ fn parse_key(key: &str, v: &str) -> Result<Key, UapiError> {
 /// Parses one request: its operation line and the `key=value` lines after it (the
 /// terminating empty line already stripped).
 pub fn parse_request(lines: &[&str]) -> Result<Request, UapiError> {
-    let (op, rest) = lines.split_first().ok_or_else(|| UapiError::new(EINVAL, "empty request"))?;
+    let (op, rest) = lines
+        .split_first()
+        .ok_or_else(|| UapiError::new(EINVAL, "empty request"))?;
     match *op {
         "get=1" => {
             if let Some(extra) = rest.first() {
-                return Err(UapiError::new(EINVAL, format!("unexpected line after get=1: {extra:?}")));
+                return Err(UapiError::new(
+                    EINVAL,
+                    format!("unexpected line after get=1: {extra:?}"),
+                ));
             }
             Ok(Request::Get)
         }
         "set=1" => parse_set(rest).map(Request::Set),
-        other => Err(UapiError::new(EINVAL, format!("invalid operation {other:?}"))),
+        other => Err(UapiError::new(
+            EINVAL,
+            format!("invalid operation {other:?}"),
+        )),
     }
 }
 
@@ -162,7 +180,12 @@ fn parse_set(lines: &[&str]) -> Result<SetRequest, UapiError> {
                 "listen_port" => req.listen_port = Some(parse_num(k, v)?),
                 "fwmark" => req.fwmark = Some(parse_num(k, v)?),
                 "replace_peers" => req.replace_peers = parse_bool(k, v)?,
-                _ => return Err(UapiError::new(EINVAL, format!("invalid interface key {k:?}"))),
+                _ => {
+                    return Err(UapiError::new(
+                        EINVAL,
+                        format!("invalid interface key {k:?}"),
+                    ));
+                }
             }
             continue;
         };
@@ -171,7 +194,8 @@ fn parse_set(lines: &[&str]) -> Result<SetRequest, UapiError> {
             "update_only" => peer.update_only = parse_bool(k, v)?,
             "preshared_key" => peer.preshared_key = Some(parse_key(k, v)?),
             "endpoint" => {
-                peer.endpoint = Some(parse_endpoint(v).map_err(|e| UapiError::new(EINVAL, e.to_string()))?)
+                peer.endpoint =
+                    Some(parse_endpoint(v).map_err(|e| UapiError::new(EINVAL, e.to_string()))?)
             }
             "persistent_keepalive_interval" => peer.persistent_keepalive = Some(parse_num(k, v)?),
             "replace_allowed_ips" => {
@@ -188,7 +212,10 @@ fn parse_set(lines: &[&str]) -> Result<SetRequest, UapiError> {
             }
             "protocol_version" => {
                 if v != "1" {
-                    return Err(UapiError::new(EINVAL, format!("unsupported protocol_version {v:?}")));
+                    return Err(UapiError::new(
+                        EINVAL,
+                        format!("unsupported protocol_version {v:?}"),
+                    ));
                 }
             }
             _ => return Err(UapiError::new(EINVAL, format!("invalid peer key {k:?}"))),
@@ -199,7 +226,10 @@ fn parse_set(lines: &[&str]) -> Result<SetRequest, UapiError> {
 
 fn prefix(v: &str) -> Result<IpNetwork, UapiError> {
     if !v.contains('/') {
-        return Err(UapiError::new(EINVAL, format!("allowed_ip needs a prefix length: {v:?}")));
+        return Err(UapiError::new(
+            EINVAL,
+            format!("allowed_ip needs a prefix length: {v:?}"),
+        ));
     }
     parse_prefix(v).map_err(|e| UapiError::new(EINVAL, e.to_string()))
 }
@@ -231,7 +261,11 @@ pub fn merge_set(config: &mut TunnelConfig, req: &SetRequest) {
             config.peers.retain(|p| p.public_key != set.public_key);
             continue;
         }
-        let pos = match config.peers.iter().position(|p| p.public_key == set.public_key) {
+        let pos = match config
+            .peers
+            .iter()
+            .position(|p| p.public_key == set.public_key)
+        {
             Some(i) => i,
             None if set.update_only => continue,
             None => {
@@ -283,17 +317,28 @@ pub fn format_get(status: &DeviceStatus) -> String {
     }
     for p in &status.peers {
         let _ = writeln!(s, "public_key={}", p.public_key.to_hex());
-        let _ = writeln!(s, "preshared_key={}", p.preshared_key.unwrap_or_default().to_hex());
+        let _ = writeln!(
+            s,
+            "preshared_key={}",
+            p.preshared_key.unwrap_or_default().to_hex()
+        );
         let _ = writeln!(s, "protocol_version=1");
         if let Some(ep) = p.endpoint {
             let _ = writeln!(s, "endpoint={ep}");
         }
-        let since = p.last_handshake.and_then(|t| t.duration_since(UNIX_EPOCH).ok()).unwrap_or_default();
+        let since = p
+            .last_handshake
+            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+            .unwrap_or_default();
         let _ = writeln!(s, "last_handshake_time_sec={}", since.as_secs());
         let _ = writeln!(s, "last_handshake_time_nsec={}", since.subsec_nanos());
         let _ = writeln!(s, "tx_bytes={}", p.tx_bytes);
         let _ = writeln!(s, "rx_bytes={}", p.rx_bytes);
-        let _ = writeln!(s, "persistent_keepalive_interval={}", p.persistent_keepalive.unwrap_or(0));
+        let _ = writeln!(
+            s,
+            "persistent_keepalive_interval={}",
+            p.persistent_keepalive.unwrap_or(0)
+        );
         for net in &p.allowed_ips {
             let _ = writeln!(s, "allowed_ip={net}");
         }
@@ -304,7 +349,12 @@ pub fn format_get(status: &DeviceStatus) -> String {
 /// Parses a `get=1` answer body (as [`format_get`] writes it) back into a status; packet
 /// counts, which the protocol does not carry, come back as 0.
 pub fn parse_get(text: &str) -> Result<DeviceStatus, UapiError> {
-    let mut st = DeviceStatus { private_key: None, listen_port: 0, fwmark: 0, peers: Vec::new() };
+    let mut st = DeviceStatus {
+        private_key: None,
+        listen_port: 0,
+        fwmark: 0,
+        peers: Vec::new(),
+    };
     let mut handshake = (0u64, 0u32);
     let finish = |st: &mut DeviceStatus, hs: &mut (u64, u32)| {
         if let Some(p) = st.peers.last_mut() {
@@ -313,7 +363,9 @@ pub fn parse_get(text: &str) -> Result<DeviceStatus, UapiError> {
         *hs = (0, 0);
     };
     for line in text.lines().filter(|l| !l.is_empty()) {
-        let (k, v) = line.split_once('=').ok_or_else(|| UapiError::new(EPROTO, format!("bad line {line:?}")))?;
+        let (k, v) = line
+            .split_once('=')
+            .ok_or_else(|| UapiError::new(EPROTO, format!("bad line {line:?}")))?;
         if k == "public_key" {
             finish(&mut st, &mut handshake);
             st.peers.push(crate::tunnel::PeerStatus {
@@ -331,7 +383,9 @@ pub fn parse_get(text: &str) -> Result<DeviceStatus, UapiError> {
             continue;
         }
         match (k, st.peers.last_mut()) {
-            ("private_key", None) => st.private_key = Some(PrivateKey::from_bytes(parse_key(k, v)?.0)),
+            ("private_key", None) => {
+                st.private_key = Some(PrivateKey::from_bytes(parse_key(k, v)?.0))
+            }
             ("listen_port", None) => st.listen_port = parse_num(k, v)?,
             ("fwmark", None) => st.fwmark = parse_num(k, v)?,
             ("errno", _) => {
@@ -340,9 +394,14 @@ pub fn parse_get(text: &str) -> Result<DeviceStatus, UapiError> {
                     return Err(UapiError::new(n, "the interface answered with an error"));
                 }
             }
-            ("preshared_key", Some(p)) => p.preshared_key = Some(parse_key(k, v)?).filter(|k| !k.is_zero()),
+            ("preshared_key", Some(p)) => {
+                p.preshared_key = Some(parse_key(k, v)?).filter(|k| !k.is_zero())
+            }
             ("protocol_version", Some(_)) => {}
-            ("endpoint", Some(p)) => p.endpoint = Some(parse_endpoint(v).map_err(|e| UapiError::new(EINVAL, e.to_string()))?),
+            ("endpoint", Some(p)) => {
+                p.endpoint =
+                    Some(parse_endpoint(v).map_err(|e| UapiError::new(EINVAL, e.to_string()))?)
+            }
             ("last_handshake_time_sec", Some(_)) => handshake.0 = parse_num(k, v)?,
             ("last_handshake_time_nsec", Some(_)) => handshake.1 = parse_num(k, v)?,
             ("tx_bytes", Some(p)) => p.tx_bytes = parse_num(k, v)?,
@@ -409,5 +468,8 @@ pub fn format_set(req: &SetRequest) -> String {
 
 /// Seconds-resolution helper for callers printing "N seconds ago".
 pub fn seconds_since(t: SystemTime) -> u64 {
-    SystemTime::now().duration_since(t).unwrap_or_default().as_secs()
+    SystemTime::now()
+        .duration_since(t)
+        .unwrap_or_default()
+        .as_secs()
 }

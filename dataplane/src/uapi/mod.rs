@@ -41,11 +41,17 @@ impl UapiServer {
     /// a stale socket file is replaced.
     pub async fn bind(dir: &Path, device: Arc<dyn Device>) -> Result<Self, Error> {
         let path = socket_path(dir, device.name());
-        let err = |source: std::io::Error| Error::Uapi { path: path.display().to_string(), source };
+        let err = |source: std::io::Error| Error::Uapi {
+            path: path.display().to_string(),
+            source,
+        };
         std::fs::create_dir_all(dir).map_err(err)?;
         let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755));
         if UnixStream::connect(&path).await.is_ok() {
-            return Err(err(std::io::Error::new(std::io::ErrorKind::AddrInUse, "another process serves this interface")));
+            return Err(err(std::io::Error::new(
+                std::io::ErrorKind::AddrInUse,
+                "another process serves this interface",
+            )));
         }
         let _ = std::fs::remove_file(&path);
         let listener = UnixListener::bind(&path).map_err(err)?;
@@ -80,7 +86,9 @@ impl UapiServer {
     /// True once the socket file is gone or replaced (`wg-quick down` deletes it to stop
     /// a userspace interface).
     pub fn is_deleted(&self) -> bool {
-        std::fs::metadata(&self.path).map(|m| m.ino() != self.inode).unwrap_or(true)
+        std::fs::metadata(&self.path)
+            .map(|m| m.ino() != self.inode)
+            .unwrap_or(true)
     }
 }
 
@@ -104,13 +112,16 @@ pub async fn serve(stream: UnixStream, device: &dyn Device) -> std::io::Result<(
         // Read one request: lines up to an empty line.
         loop {
             buf.clear();
-            let n = (&mut reader).take(MAX_LINE).read_until(b'\n', &mut buf).await?;
+            let n = (&mut reader)
+                .take(MAX_LINE)
+                .read_until(b'\n', &mut buf)
+                .await?;
             if n == 0 {
                 return Ok(());
             }
             if buf.last() != Some(&b'\n') {
                 if n as u64 >= MAX_LINE {
-                    w.write_all(b"errno=71\n\n").await?;
+                    return refuse(reader, w).await;
                 }
                 return Ok(());
             }
@@ -119,8 +130,7 @@ pub async fn serve(stream: UnixStream, device: &dyn Device) -> std::io::Result<(
                 break;
             }
             if lines.len() >= MAX_LINES {
-                w.write_all(b"errno=71\n\n").await?;
-                return Ok(());
+                return refuse(reader, w).await;
             }
             lines.push(String::from_utf8_lossy(&buf).into_owned());
         }
@@ -130,6 +140,21 @@ pub async fn serve(stream: UnixStream, device: &dyn Device) -> std::io::Result<(
         let reply = handle(device, &lines);
         w.write_all(reply.as_bytes()).await?;
     }
+}
+
+/// Answers a request that broke the framing limits with `EPROTO` and closes, draining
+/// (briefly) what the client still sends so the answer is not lost to a reset.
+async fn refuse(
+    mut reader: BufReader<tokio::net::unix::OwnedReadHalf>,
+    mut w: tokio::net::unix::OwnedWriteHalf,
+) -> std::io::Result<()> {
+    w.write_all(b"errno=71\n\n").await?;
+    w.shutdown().await?;
+    let mut limited = (&mut reader).take(1 << 20);
+    let mut sink = tokio::io::sink();
+    let drain = tokio::io::copy(&mut limited, &mut sink);
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), drain).await;
+    Ok(())
 }
 
 /// Answers one request (already split into lines) with the full response text.

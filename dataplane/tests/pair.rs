@@ -1,0 +1,351 @@
+//! Tunnels over in-memory TUN and UDP transports: no root needed.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use dataplane::config::parse_prefix;
+use dataplane::testing::{MemNet, MemTunHost, MemUdpBinder, ipv4_packet, ipv6_packet, mem_tun};
+use dataplane::{DropReason, PeerConfig, PrivateKey, Tunnel, TunnelConfig};
+use tokio::time::timeout;
+
+struct Node {
+    tunnel: Tunnel<MemUdpBinder>,
+    host: MemTunHost,
+    key: PrivateKey,
+    udp: SocketAddr,
+}
+
+fn peer(key: &PrivateKey, endpoint: Option<SocketAddr>, allowed: &[&str]) -> PeerConfig {
+    let mut p = PeerConfig::new(key.public_key());
+    p.endpoint = endpoint;
+    p.allowed_ips = allowed.iter().map(|a| parse_prefix(a).unwrap()).collect();
+    p
+}
+
+fn node(net: &MemNet, host_ip: &str, key: PrivateKey, port: u16, peers: Vec<PeerConfig>) -> Node {
+    let ip: IpAddr = host_ip.parse().unwrap();
+    let (tun, host) = mem_tun();
+    let config = TunnelConfig {
+        private_key: Some(key.clone()),
+        listen_port: port,
+        fwmark: 0,
+        peers,
+    };
+    let tunnel = Tunnel::spawn("mem0", tun, net.host(ip), config).unwrap();
+    Node {
+        tunnel,
+        host,
+        key,
+        udp: SocketAddr::new(ip, port),
+    }
+}
+
+const A_IN: [u8; 4] = [10, 0, 0, 1];
+const B_IN: [u8; 4] = [10, 0, 0, 2];
+
+/// Two nodes that know each other; B has no endpoint for A (it learns it).
+fn pair(net: &MemNet) -> (Node, Node) {
+    let ka = PrivateKey::generate();
+    let kb = PrivateKey::generate();
+    let b_udp: SocketAddr = "192.0.2.2:51820".parse().unwrap();
+    let a = node(
+        net,
+        "192.0.2.1",
+        ka.clone(),
+        51820,
+        vec![peer(&kb, Some(b_udp), &["10.0.0.2/32", "fd00::2/128"])],
+    );
+    let b = node(
+        net,
+        "192.0.2.2",
+        kb,
+        51820,
+        vec![peer(&ka, None, &["10.0.0.1/32", "fd00::1/128"])],
+    );
+    (a, b)
+}
+
+async fn send(from: &Node, pkt: Vec<u8>) {
+    from.host.to_tunnel.send(pkt).await.unwrap();
+}
+
+async fn recv(to: &mut Node) -> Vec<u8> {
+    timeout(Duration::from_secs(5), to.host.from_tunnel.recv())
+        .await
+        .expect("no packet within 5 s")
+        .unwrap()
+}
+
+async fn nothing(to: &mut Node) {
+    assert!(
+        timeout(Duration::from_millis(600), to.host.from_tunnel.recv())
+            .await
+            .is_err(),
+        "unexpected packet"
+    );
+}
+
+async fn exchange(a: &mut Node, b: &mut Node, payload: &[u8]) {
+    let p = ipv4_packet(A_IN, B_IN, payload);
+    send(a, p.clone()).await;
+    assert_eq!(recv(b).await, p);
+    let q = ipv4_packet(B_IN, A_IN, payload);
+    send(b, q.clone()).await;
+    assert_eq!(recv(a).await, q);
+}
+
+#[tokio::test]
+async fn handshake_and_data_both_ways_v4_and_v6() {
+    let net = MemNet::new();
+    let (mut a, mut b) = pair(&net);
+    exchange(&mut a, &mut b, b"hello").await;
+
+    let mut v6a = [0u8; 16];
+    v6a[0] = 0xfd;
+    v6a[15] = 1;
+    let mut v6b = v6a;
+    v6b[15] = 2;
+    let p = ipv6_packet(v6b, v6a, b"six");
+    send(&b, p.clone()).await;
+    assert_eq!(recv(&mut a).await, p);
+
+    let st = a.tunnel.status();
+    assert_eq!(st.listen_port, 51820);
+    let pa = &st.peers[0];
+    assert!(pa.last_handshake.is_some());
+    assert!(pa.rx_bytes > 0 && pa.tx_bytes > 0);
+    // B learned A's endpoint from the handshake.
+    assert_eq!(b.tunnel.status().peers[0].endpoint, Some(a.udp));
+    assert!(a.tunnel.counters().handshakes() + b.tunnel.counters().handshakes() >= 2);
+}
+
+#[tokio::test]
+async fn large_batches_arrive_in_order() {
+    let net = MemNet::new();
+    let (mut a, mut b) = pair(&net);
+    exchange(&mut a, &mut b, b"warm up").await;
+    let packets: Vec<Vec<u8>> = (0..300u32)
+        .map(|i| ipv4_packet(A_IN, B_IN, &i.to_be_bytes().repeat(300)))
+        .collect();
+    for p in &packets {
+        send(&a, p.clone()).await;
+    }
+    for p in &packets {
+        assert_eq!(&recv(&mut b).await, p);
+    }
+}
+
+#[tokio::test]
+async fn endpoint_roams_to_the_new_source_port() {
+    let net = MemNet::new();
+    let (mut a, mut b) = pair(&net);
+    exchange(&mut a, &mut b, b"1").await;
+    assert_eq!(b.tunnel.status().peers[0].endpoint, Some(a.udp));
+    // A moves to another port; B follows after A's next authenticated packet.
+    let mut cfg = a.tunnel.config();
+    cfg.listen_port = 40001;
+    a.tunnel.apply(cfg).unwrap();
+    assert_eq!(a.tunnel.listen_port(), 40001);
+    exchange(&mut a, &mut b, b"2").await;
+    assert_eq!(
+        b.tunnel.status().peers[0].endpoint,
+        Some("192.0.2.1:40001".parse().unwrap())
+    );
+}
+
+#[tokio::test]
+async fn spoofed_inner_source_is_dropped() {
+    let net = MemNet::new();
+    let (mut a, mut b) = pair(&net);
+    exchange(&mut a, &mut b, b"1").await;
+    // B lets 10.9.0.0/16 out towards A, but A does not accept it from B.
+    let mut cfg = b.tunnel.config();
+    cfg.peers[0]
+        .allowed_ips
+        .push(parse_prefix("10.9.0.0/16").unwrap());
+    b.tunnel.apply(cfg).unwrap();
+    send(&b, ipv4_packet([10, 9, 9, 9], A_IN, b"spoof")).await;
+    nothing(&mut a).await;
+    assert_eq!(a.tunnel.counters().drops(DropReason::SourceNotAllowed), 1);
+    exchange(&mut a, &mut b, b"still fine").await;
+}
+
+#[tokio::test]
+async fn removed_peer_gets_nothing_through() {
+    let net = MemNet::new();
+    let (mut a, mut b) = pair(&net);
+    exchange(&mut a, &mut b, b"1").await;
+    let mut cfg = b.tunnel.config();
+    cfg.peers.clear();
+    b.tunnel.apply(cfg).unwrap();
+    send(&a, ipv4_packet(A_IN, B_IN, b"after removal")).await;
+    nothing(&mut b).await;
+    assert!(b.tunnel.counters().drops(DropReason::UnknownPeer) >= 1);
+    // B has no route back either.
+    send(&b, ipv4_packet(B_IN, A_IN, b"x")).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(b.tunnel.counters().drops(DropReason::NoRoute), 1);
+}
+
+#[tokio::test]
+async fn allowed_ip_moves_between_peers() {
+    let net = MemNet::new();
+    let (ka, kb, kc) = (
+        PrivateKey::generate(),
+        PrivateKey::generate(),
+        PrivateKey::generate(),
+    );
+    let (ua, ub, uc): (SocketAddr, SocketAddr, SocketAddr) = (
+        "192.0.2.1:1000".parse().unwrap(),
+        "192.0.2.2:1000".parse().unwrap(),
+        "192.0.2.3:1000".parse().unwrap(),
+    );
+    let mut a = node(
+        &net,
+        "192.0.2.1",
+        ka.clone(),
+        1000,
+        vec![
+            peer(&kb, Some(ub), &["10.0.0.2/32", "10.0.0.99/32"]),
+            peer(&kc, Some(uc), &["10.0.0.3/32"]),
+        ],
+    );
+    let mut b = node(
+        &net,
+        "192.0.2.2",
+        kb.clone(),
+        1000,
+        vec![peer(&ka, Some(ua), &["10.0.0.0/24"])],
+    );
+    let mut c = node(
+        &net,
+        "192.0.2.3",
+        kc.clone(),
+        1000,
+        vec![peer(&ka, Some(ua), &["10.0.0.0/24"])],
+    );
+    let to99 = ipv4_packet(A_IN, [10, 0, 0, 99], b"for 99");
+    send(&a, to99.clone()).await;
+    assert_eq!(recv(&mut b).await, to99);
+
+    // Move 10.0.0.99 from B to C through the single write path.
+    let mut cfg = a.tunnel.config();
+    cfg.peers[0]
+        .allowed_ips
+        .retain(|n| n.to_string() != "10.0.0.99/32");
+    cfg.peers[1]
+        .allowed_ips
+        .push(parse_prefix("10.0.0.99/32").unwrap());
+    let before = a.tunnel.status().peers[0].last_handshake;
+    a.tunnel.apply(cfg).unwrap();
+    send(&a, to99.clone()).await;
+    assert_eq!(recv(&mut c).await, to99);
+    nothing(&mut b).await;
+    // B's session survived the apply (same key): no new handshake was needed.
+    assert_eq!(a.tunnel.status().peers[0].last_handshake, before);
+    // And B may no longer source 10.0.0.99 towards A.
+    send(&b, ipv4_packet([10, 0, 0, 99], A_IN, b"x")).await;
+    nothing(&mut a).await;
+    assert_eq!(a.tunnel.counters().drops(DropReason::SourceNotAllowed), 1);
+    // Conflicting claims through apply are refused and change nothing.
+    let mut bad = a.tunnel.config();
+    bad.peers[0]
+        .allowed_ips
+        .push(parse_prefix("10.0.0.3/32").unwrap());
+    assert!(a.tunnel.apply(bad).is_err());
+    let to3 = ipv4_packet(A_IN, [10, 0, 0, 3], b"c");
+    send(&a, to3.clone()).await;
+    assert_eq!(recv(&mut c).await, to3);
+}
+
+#[tokio::test]
+async fn new_private_key_rekeys() {
+    let net = MemNet::new();
+    let (mut a, mut b) = pair(&net);
+    exchange(&mut a, &mut b, b"old key").await;
+    let old_pub = a.key.public_key();
+    let new = PrivateKey::generate();
+    let mut cfg = a.tunnel.config();
+    cfg.private_key = Some(new.clone());
+    a.tunnel.apply(cfg).unwrap();
+    let mut cfg = b.tunnel.config();
+    cfg.peers[0].public_key = new.public_key();
+    b.tunnel.apply(cfg).unwrap();
+    a.key = new;
+    assert_ne!(old_pub, a.key.public_key());
+    exchange(&mut a, &mut b, b"new key").await;
+}
+
+#[tokio::test]
+async fn restarted_peer_with_keepalive_reconnects() {
+    let net = MemNet::new();
+    let (mut a, b) = pair(&net);
+    let mut b = b;
+    exchange(&mut a, &mut b, b"before").await;
+    let kb = b.key.clone();
+    drop(b);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    // Same key, fresh state, persistent keepalive on: it handshakes at once.
+    let mut pa = peer(&a.key, Some(a.udp), &["10.0.0.1/32"]);
+    pa.persistent_keepalive = Some(25);
+    let mut b = node(&net, "192.0.2.2", kb, 51820, vec![pa]);
+    // Like ping: packets sent on A's stale session before B's handshake lands are lost,
+    // the first one after it gets through.
+    let p = ipv4_packet(A_IN, B_IN, b"after");
+    let mut delivered = false;
+    for _ in 0..20 {
+        send(&a, p.clone()).await;
+        if let Ok(Some(got)) = timeout(Duration::from_millis(250), b.host.from_tunnel.recv()).await
+        {
+            assert_eq!(got, p);
+            delivered = true;
+            break;
+        }
+    }
+    assert!(delivered, "A never reached the restarted B");
+    exchange(&mut a, &mut b, b"after").await;
+}
+
+#[tokio::test]
+async fn garbage_datagrams_are_counted_not_fatal() {
+    let net = MemNet::new();
+    let (mut a, mut b) = pair(&net);
+    let junk: SocketAddr = "198.51.100.1:9".parse().unwrap();
+    for d in [
+        &b""[..],
+        b"\x04\0\0\0short",
+        &[1u8; 148],
+        &[2u8; 92],
+        &[4, 0, 0, 0, 1, 2, 3, 4].repeat(8),
+    ] {
+        net.inject(junk, b.udp, d);
+    }
+    exchange(&mut a, &mut b, b"alive").await;
+    let c = b.tunnel.counters();
+    assert!(
+        c.drops(DropReason::Malformed)
+            + c.drops(DropReason::UnknownPeer)
+            + c.drops(DropReason::Rejected)
+            >= 4
+    );
+}
+
+#[tokio::test]
+async fn keepalive_change_keeps_session() {
+    let net = MemNet::new();
+    let (mut a, mut b) = pair(&net);
+    exchange(&mut a, &mut b, b"1").await;
+    let hs = a.tunnel.counters().handshakes() + b.tunnel.counters().handshakes();
+    let mut cfg = a.tunnel.config();
+    cfg.peers[0].persistent_keepalive = Some(1);
+    a.tunnel.apply(cfg).unwrap();
+    let rx0 = b.tunnel.status().peers[0].rx_bytes;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    // Keepalives arrive (32-byte data messages) without a new handshake.
+    assert!(b.tunnel.status().peers[0].rx_bytes >= rx0 + 64);
+    assert_eq!(
+        a.tunnel.counters().handshakes() + b.tunnel.counters().handshakes(),
+        hs
+    );
+    exchange(&mut a, &mut b, b"2").await;
+}

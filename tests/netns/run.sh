@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Runs the root-only network-namespace tests: `run.sh [FILTER]`.
+# Each test runs in its own subshell with its own namespaces; a summary line closes.
+set -u
+here=$(cd "$(dirname "$0")" && pwd)
+: "${SWG_BIN:?set SWG_BIN to the semaphore-wireguard binary}"
+export SWG_BIN
+[ "$(id -u)" = 0 ] || { echo "netns tests need root" >&2; exit 1; }
+filter=${1:-}
+passed=0 failed=0 failures=()
+for file in "$here"/tunnel.sh; do
+    for t in $(grep -o '^test_[a-z0-9_]*' "$file"); do
+        [ -n "$filter" ] && [[ $t != *$filter* ]] && continue
+        start=$(date +%s.%N)
+        (
+            # shellcheck source=/dev/null
+            source "$here/lib.sh"
+            # shellcheck source=/dev/null
+            source "$file"
+            "$t"
+        )
+        rc=$?
+        took=$(printf '%.1f' "$(echo "$(date +%s.%N) - $start" | bc)")
+        if [ $rc = 0 ]; then
+            echo "ok   $t (${took}s)"
+            passed=$((passed + 1))
+        else
+            echo "FAIL $t (${took}s)"
+            failed=$((failed + 1))
+            failures+=("$t")
+        fi
+    done
+done
+leftover=$(ip netns list | grep -c '^swg-' || true)
+if [ "$leftover" != 0 ]; then
+    echo "FAIL leftover namespaces: $(ip netns list | grep '^swg-' | tr '\n' ' ')"
+    failed=$((failed + 1))
+fi
+echo "netns: $passed passed, $failed failed"
+[ "$failed" = 0 ]

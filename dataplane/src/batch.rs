@@ -13,11 +13,11 @@ const UNSPECIFIED: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::UNSPE
 /// A batch of packets: `len` filled slots, each with a length, an address (UDP peer, or
 /// unused for TUN) and a segment size (for GRO-coalesced datagrams; 0 = one datagram).
 pub struct Batch {
-    slots: Vec<Box<[u8]>>,
-    lens: Vec<usize>,
-    addrs: Vec<SocketAddr>,
-    strides: Vec<usize>,
-    len: usize,
+    pub(crate) slots: Vec<Box<[u8]>>,
+    pub(crate) lens: Vec<usize>,
+    pub(crate) addrs: Vec<SocketAddr>,
+    pub(crate) strides: Vec<usize>,
+    pub(crate) len: usize,
 }
 
 impl Default for Batch {
@@ -68,6 +68,11 @@ impl Batch {
         self.len = 0;
     }
 
+    /// Total bytes in filled slots.
+    pub fn bytes(&self) -> u64 {
+        self.lens[..self.len].iter().map(|&l| l as u64).sum()
+    }
+
     /// The bytes of filled slot `i`.
     pub fn packet(&self, i: usize) -> &[u8] {
         &self.slots[i][..self.lens[i]]
@@ -108,25 +113,6 @@ impl Batch {
             }
             _ => false,
         }
-    }
-
-    /// All slot buffers and the per-slot metadata, for transports filling several at once.
-    pub fn raw_parts(
-        &mut self,
-    ) -> (
-        &mut [Box<[u8]>],
-        &mut [usize],
-        &mut [SocketAddr],
-        &mut [usize],
-        &mut usize,
-    ) {
-        (
-            &mut self.slots,
-            &mut self.lens,
-            &mut self.addrs,
-            &mut self.strides,
-            &mut self.len,
-        )
     }
 
     /// Iterates the datagrams of filled slots, splitting GRO-coalesced slots by stride.

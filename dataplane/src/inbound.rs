@@ -61,6 +61,9 @@ pub(crate) async fn run<T: TunIo, B: UdpBinder>(
         }
         let table = shared.table();
         let now_ms = shared.clock.now_ms();
+        shared
+            .counters
+            .received(input.datagrams().count() as u64, input.bytes());
         for (datagram, src) in input.datagrams() {
             if out.to_tun.is_full() || out.to_net.is_full() {
                 out.flush(&*tun, &*socket, &shared.counters).await;
@@ -87,6 +90,7 @@ impl Outputs {
         if !self.to_net.is_empty() {
             let failed = udp.send_batch(&self.to_net).await;
             counters.drop_packets(DropReason::SendError, failed as u64);
+            counters.sent((self.to_net.len() - failed) as u64, self.to_net.bytes());
             self.to_net.clear();
         }
     }
@@ -212,10 +216,7 @@ pub(crate) fn handle(
         }
     }
     // A new session may release packets queued while the handshake was running.
-    loop {
-        let Some(slot) = out.to_net.next_slot() else {
-            break;
-        };
+    while let Some(slot) = out.to_net.next_slot() {
         match tunn.decapsulate(None, &[], slot) {
             TunnResult::WriteToNetwork(p) => {
                 let n = p.len();

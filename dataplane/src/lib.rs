@@ -15,6 +15,8 @@ pub mod allowed_ips;
 pub mod batch;
 pub mod config;
 pub mod error;
+#[cfg(any(test, feature = "testing"))]
+pub mod fuzzing;
 mod inbound;
 pub mod io;
 pub mod key;
@@ -22,6 +24,7 @@ mod outbound;
 pub mod packet;
 mod peers;
 pub mod stats;
+mod sys;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 mod timers;
@@ -30,8 +33,9 @@ mod tunnel;
 pub mod uapi;
 pub mod udp;
 
+pub use batch::Batch;
 pub use config::{PeerConfig, TunnelConfig};
 pub use error::{ConfigError, Error};
 pub use key::{Key, PrivateKey};
-pub use stats::{DeviceCounters, DropReason};
+pub use stats::{DeviceCounters, DropReason, Traffic};
 pub use tunnel::{Device, DeviceStatus, PeerStatus, Tunnel};

@@ -96,6 +96,7 @@ pub fn message(datagram: &[u8]) -> Option<Message> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing)]
 mod tests {
     use super::*;
 

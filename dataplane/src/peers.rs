@@ -189,10 +189,10 @@ impl PeerTable {
             };
             // An endpoint given in the config wins when it changed (or the peer is new);
             // otherwise the roamed endpoint stays.
-            if let Some(ep) = pc.endpoint {
-                if old_pc.and_then(|o| o.endpoint) != Some(ep) || previous.is_none() {
-                    peer.set_endpoint(ep);
-                }
+            if let Some(ep) = pc.endpoint
+                && (old_pc.and_then(|o| o.endpoint) != Some(ep) || previous.is_none())
+            {
+                peer.set_endpoint(ep);
             }
             let keepalive = pc.persistent_keepalive.unwrap_or(0);
             let before = peer.keepalive.swap(keepalive, Relaxed);

@@ -66,6 +66,23 @@ impl DropReason {
 pub struct DeviceCounters {
     drops: [AtomicU64; DropReason::ALL.len()],
     handshakes_completed: AtomicU64,
+    rx_bytes: AtomicU64,
+    rx_packets: AtomicU64,
+    tx_bytes: AtomicU64,
+    tx_packets: AtomicU64,
+}
+
+/// A snapshot of an interface's outer traffic (WireGuard datagrams on the UDP socket).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Traffic {
+    /// Bytes received.
+    pub rx_bytes: u64,
+    /// Datagrams received.
+    pub rx_packets: u64,
+    /// Bytes sent.
+    pub tx_bytes: u64,
+    /// Datagrams sent.
+    pub tx_packets: u64,
 }
 
 impl DeviceCounters {
@@ -82,6 +99,28 @@ impl DeviceCounters {
 
     pub(crate) fn handshake_completed(&self) {
         self.handshakes_completed.fetch_add(1, Relaxed);
+    }
+
+    #[inline]
+    pub(crate) fn received(&self, packets: u64, bytes: u64) {
+        self.rx_packets.fetch_add(packets, Relaxed);
+        self.rx_bytes.fetch_add(bytes, Relaxed);
+    }
+
+    #[inline]
+    pub(crate) fn sent(&self, packets: u64, bytes: u64) {
+        self.tx_packets.fetch_add(packets, Relaxed);
+        self.tx_bytes.fetch_add(bytes, Relaxed);
+    }
+
+    /// Outer traffic so far.
+    pub fn traffic(&self) -> Traffic {
+        Traffic {
+            rx_bytes: self.rx_bytes.load(Relaxed),
+            rx_packets: self.rx_packets.load(Relaxed),
+            tx_bytes: self.tx_bytes.load(Relaxed),
+            tx_packets: self.tx_packets.load(Relaxed),
+        }
     }
 
     /// Handshakes completed (either side initiating) since start.

@@ -29,10 +29,10 @@ pub(crate) async fn run<B: UdpBinder>(shared: Arc<Shared<B>>) -> io::Result<()> 
             _ = shared.kick.notified() => {}
         }
         let table = shared.table();
-        if let Some(identity) = &table.identity {
-            if ticks % 4 == 0 {
-                identity.rate_limiter.reset_count();
-            }
+        if let Some(identity) = &table.identity
+            && ticks.is_multiple_of(4)
+        {
+            identity.rate_limiter.reset_count();
         }
         let Some(socket) = shared.socket() else {
             continue;
@@ -66,18 +66,17 @@ pub(crate) async fn run<B: UdpBinder>(shared: Arc<Shared<B>>) -> io::Result<()> 
             let interval = u64::from(peer.keepalive());
             let due = peer.keepalive_due.swap(false, Relaxed);
             let idle = shared.clock.since(peer.last_sent_ms().max(1));
-            if interval > 0
+            let keepalive_due = interval > 0
                 && !sent
-                && (due || peer.last_sent_ms() == 0 || idle >= Duration::from_secs(interval))
+                && (due || peer.last_sent_ms() == 0 || idle >= Duration::from_secs(interval));
+            if keepalive_due
+                && let (Some(ep), Some(slot)) = (endpoint, out.next_slot())
+                && let TunnResult::WriteToNetwork(p) = tunn.encapsulate(&[], slot)
             {
-                if let (Some(ep), Some(slot)) = (endpoint, out.next_slot()) {
-                    if let TunnResult::WriteToNetwork(p) = tunn.encapsulate(&[], slot) {
-                        let n = p.len();
-                        out.commit(n, ep, 0);
-                        peer.counters.sent(n);
-                        sent = true;
-                    }
-                }
+                let n = p.len();
+                out.commit(n, ep, 0);
+                peer.counters.sent(n);
+                sent = true;
             }
             if sent {
                 peer.mark_sent(now_ms);

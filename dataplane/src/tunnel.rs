@@ -138,8 +138,10 @@ impl<B: UdpBinder> Shared<B> {
                     return Err(bind_error(config.listen_port, &e));
                 }
             }
-        } else if config.fwmark != current.fwmark {
-            if let Some(sock) = &bound {
+        } else if config.fwmark != current.fwmark
+            && let Some(sock) = &bound
+        {
+            {
                 sock.set_fwmark(config.fwmark)
                     .map_err(|e| ConfigError::Bind {
                         port: config.listen_port,

@@ -43,6 +43,7 @@ impl UdpBinder for SystemUdp {
         let std_sock: std::net::UdpSocket = sock.into();
         let sock = tokio::net::UdpSocket::from_std(std_sock)?;
         let state = UdpSocketState::new((&sock).into())?;
+        crate::sys::allow_fragmentation(std::os::fd::AsFd::as_fd(&sock), dual)?;
         // Best effort: unprivileged processes are capped by net.core.*mem_max.
         let _ = state.set_recv_buffer_size((&sock).into(), SOCKET_BUFFER);
         let _ = state.set_send_buffer_size((&sock).into(), SOCKET_BUFFER);
@@ -91,8 +92,8 @@ impl UdpIo for UdpSocket {
     }
 
     async fn recv_batch(&self, batch: &mut Batch) -> io::Result<()> {
-        let (slots, lens, addrs, strides, len) = batch.raw_parts();
-        let free = &mut slots[*len..];
+        let start = batch.len;
+        let free = &mut batch.slots[start..];
         let mut meta = vec![RecvMeta::default(); free.len()];
         let mut iovs: Vec<IoSliceMut<'_>> = free
             .iter_mut()
@@ -104,12 +105,10 @@ impl UdpIo for UdpSocket {
                 self.state.recv((&self.sock).into(), &mut iovs, &mut meta)
             })
             .await?;
+        drop(iovs);
         for m in &meta[..n] {
-            let i = *len;
-            lens[i] = m.len;
-            addrs[i] = canonical(m.addr);
-            strides[i] = if m.stride < m.len { m.stride } else { 0 };
-            *len += 1;
+            let stride = if m.stride < m.len { m.stride } else { 0 };
+            batch.commit(m.len, canonical(m.addr), stride);
         }
         Ok(())
     }

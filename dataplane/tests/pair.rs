@@ -117,6 +117,11 @@ async fn handshake_and_data_both_ways_v4_and_v6() {
     // B learned A's endpoint from the handshake.
     assert_eq!(b.tunnel.status().peers[0].endpoint, Some(a.udp));
     assert!(a.tunnel.counters().handshakes() + b.tunnel.counters().handshakes() >= 2);
+    let t = a.tunnel.counters().traffic();
+    assert!(
+        t.rx_packets >= 3 && t.tx_packets >= 2 && t.rx_bytes >= pa.rx_bytes,
+        "{t:?}"
+    );
 }
 
 #[tokio::test]

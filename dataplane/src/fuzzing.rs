@@ -1,0 +1,197 @@
+//! Entry points for the cargo-fuzz targets in `fuzz/`, kept here so the committed seed
+//! corpus also runs as an ordinary test on stable Rust.
+
+use std::net::SocketAddr;
+
+use boringtun::noise::{Tunn, TunnResult};
+use boringtun::x25519;
+
+use crate::config::{TunnelConfig, parse_prefix};
+use crate::inbound::{Outputs, handle};
+use crate::key::PrivateKey;
+use crate::peers::PeerTable;
+use crate::stats::DeviceCounters;
+use crate::uapi::command::{Request, format_set, merge_set, parse_request};
+use crate::{Batch, PeerConfig};
+
+/// Our fixed static key and two peers' keys, so seeds stay valid across runs.
+const OUR_KEY: [u8; 32] = [0x11; 32];
+const PEER_KEYS: [[u8; 32]; 2] = [[0x22; 32], [0x33; 32]];
+
+/// UAPI parser: never panics; a parsed `set` formats and re-parses to itself, and
+/// merging it into a configuration keeps the configuration valid.
+pub fn uapi_request(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    let lines: Vec<&str> = text.split('\n').take_while(|l| !l.is_empty()).collect();
+    let Ok(req) = parse_request(&lines) else {
+        return;
+    };
+    let Request::Set(set) = req else { return };
+    let again = format_set(&set);
+    let lines2: Vec<&str> = again.split('\n').take_while(|l| !l.is_empty()).collect();
+    assert_eq!(
+        parse_request(&lines2),
+        Ok(Request::Set(set.clone())),
+        "set did not round-trip"
+    );
+    let mut cfg = TunnelConfig::default();
+    merge_set(&mut cfg, &set);
+    cfg.validate()
+        .expect("a merged set is always a valid configuration");
+}
+
+/// An interface with two configured peers, fed arbitrary datagrams.
+pub struct InboundHarness {
+    table: PeerTable,
+    counters: DeviceCounters,
+    out: Outputs,
+}
+
+impl Default for InboundHarness {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl InboundHarness {
+    /// Builds the interface.
+    pub fn new() -> Self {
+        let mut config = TunnelConfig {
+            private_key: Some(PrivateKey::from_bytes(OUR_KEY)),
+            ..Default::default()
+        };
+        for (i, k) in PEER_KEYS.iter().enumerate() {
+            let mut p = PeerConfig::new(PrivateKey::from_bytes(*k).public_key());
+            p.allowed_ips
+                .push(parse_prefix(&format!("10.{i}.0.0/16")).expect("valid prefix"));
+            config.peers.push(p);
+        }
+        let mut n = 0;
+        let table = PeerTable::build(
+            &PeerTable::default(),
+            &TunnelConfig::default(),
+            &config,
+            &mut || {
+                n += 1;
+                n
+            },
+        );
+        Self {
+            table,
+            counters: DeviceCounters::default(),
+            out: Outputs {
+                to_tun: Batch::with_capacity(4, 2048),
+                to_net: Batch::with_capacity(8, 2048),
+            },
+        }
+    }
+
+    /// Feeds one datagram. Panics if anything unauthenticated reaches the TUN side.
+    pub fn feed(&mut self, datagram: &[u8]) {
+        let src: SocketAddr = "192.0.2.7:51820".parse().expect("valid address");
+        self.out.to_tun.clear();
+        self.out.to_net.clear();
+        handle(&self.table, datagram, src, &mut self.out, &self.counters, 1);
+        assert!(
+            self.out.to_tun.is_empty(),
+            "a forged datagram reached the TUN"
+        );
+    }
+}
+
+/// Inbound path: a sequence of datagrams (each prefixed by a 2-byte length) never panics
+/// and never delivers anything to the TUN.
+pub fn inbound_datagrams(data: &[u8]) {
+    let mut h = InboundHarness::new();
+    let mut rest = data;
+    while rest.len() >= 2 {
+        let len = usize::from(u16::from_le_bytes([rest[0], rest[1]])).min(rest.len() - 2);
+        h.feed(&rest[2..2 + len]);
+        rest = &rest[2 + len..];
+    }
+}
+
+/// Valid messages to seed the inbound corpus: a handshake initiation from each peer.
+pub fn inbound_seeds() -> Vec<Vec<u8>> {
+    let ours = x25519::PublicKey::from(&x25519::StaticSecret::from(OUR_KEY));
+    PEER_KEYS
+        .iter()
+        .enumerate()
+        .filter_map(|(i, k)| {
+            let mut t = Tunn::new(
+                x25519::StaticSecret::from(*k),
+                ours,
+                None,
+                None,
+                i as u32 + 7,
+                None,
+            );
+            let mut buf = [0u8; 256];
+            match t.format_handshake_initiation(&mut buf, false) {
+                TunnResult::WriteToNetwork(p) => {
+                    let mut framed = (p.len() as u16).to_le_bytes().to_vec();
+                    framed.extend_from_slice(p);
+                    Some(framed)
+                }
+                _ => None,
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    fn corpus(target: &str) -> Vec<Vec<u8>> {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../fuzz/corpus")
+            .join(target);
+        let mut out = Vec::new();
+        for e in std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
+            out.push(std::fs::read(e.unwrap().path()).unwrap());
+        }
+        assert!(!out.is_empty(), "empty corpus {target}");
+        out
+    }
+
+    #[test]
+    fn uapi_corpus_runs_clean() {
+        for input in corpus("uapi_request") {
+            uapi_request(&input);
+        }
+    }
+
+    #[test]
+    fn inbound_corpus_runs_clean() {
+        for input in corpus("inbound_datagram") {
+            inbound_datagrams(&input);
+        }
+    }
+
+    #[test]
+    fn a_valid_handshake_is_answered_not_delivered() {
+        let seeds = inbound_seeds();
+        assert_eq!(seeds.len(), 2);
+        let mut h = InboundHarness::new();
+        h.feed(&seeds[0][2..]);
+        assert_eq!(h.out.to_net.len(), 1, "handshake response expected");
+        assert_eq!(h.out.to_net.packet(0).len(), 92);
+    }
+
+    /// `SWG_WRITE_CORPUS=1 cargo test -p dataplane --features testing write_seed_corpus`
+    /// regenerates the handshake seeds.
+    #[test]
+    fn write_seed_corpus() {
+        if std::env::var_os("SWG_WRITE_CORPUS").is_none() {
+            return;
+        }
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/inbound_datagram");
+        std::fs::create_dir_all(&dir).unwrap();
+        for (i, s) in inbound_seeds().iter().enumerate() {
+            std::fs::write(dir.join(format!("handshake-init-{i}")), s).unwrap();
+        }
+    }
+}

@@ -1,0 +1,50 @@
+//! The crate's only `unsafe`: socket options that socket2 does not wrap.
+#![allow(unsafe_code)]
+
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd};
+
+fn set_int(
+    fd: BorrowedFd<'_>,
+    level: libc::c_int,
+    name: libc::c_int,
+    value: libc::c_int,
+) -> io::Result<()> {
+    // SAFETY: `fd` is a live descriptor for the duration of the borrow; the option value
+    // points at a c_int that outlives the call, and its exact size is passed.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            level,
+            name,
+            (&value as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Restores Linux's default path-MTU behaviour (`PMTUDISC_WANT`: fragment locally when a
+/// datagram exceeds the route MTU) that quinn-udp replaces with "never fragment". Outer
+/// WireGuard datagrams are then treated as kernel WireGuard and wireguard-go treat them.
+pub(crate) fn allow_fragmentation(fd: BorrowedFd<'_>, ipv6: bool) -> io::Result<()> {
+    set_int(
+        fd,
+        libc::IPPROTO_IP,
+        libc::IP_MTU_DISCOVER,
+        libc::IP_PMTUDISC_WANT,
+    )?;
+    if ipv6 {
+        set_int(
+            fd,
+            libc::IPPROTO_IPV6,
+            libc::IPV6_MTU_DISCOVER,
+            libc::IPV6_PMTUDISC_WANT,
+        )?;
+    }
+    Ok(())
+}

@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh machine: installs what it needs (as root), then runs
+# formatting, lints, unit and in-memory tests, the fuzz corpus, a fuzz build check, the
+# crate boundary check and the root-only network-namespace tests.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TERM_COLOR=never
+
+section() { printf '\n== %s\n' "$*"; }
+
+# --- system packages -------------------------------------------------------------
+need=()
+command -v wg >/dev/null || need+=(wireguard-tools)
+command -v wireguard-go >/dev/null || need+=(wireguard-go)
+command -v iperf3 >/dev/null || need+=(iperf3)
+command -v ping >/dev/null || need+=(iputils-ping)
+command -v ip >/dev/null || need+=(iproute2)
+command -v bc >/dev/null || need+=(bc)
+command -v python3 >/dev/null || need+=(python3)
+if [ ${#need[@]} -gt 0 ]; then
+    section "installing ${need[*]}"
+    if [ "$(id -u)" = 0 ]; then
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get update -qq
+        apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+    else
+        echo "missing ${need[*]}: run as root (or install them) for the network tests" >&2
+    fi
+fi
+
+section "format"
+cargo fmt --all --check
+
+section "clippy"
+cargo clippy --workspace --all-targets --locked -j2 -- -D warnings
+
+section "unit and in-memory tests"
+cargo test --workspace --locked -j2
+
+section "crate boundaries"
+if cargo tree -p dataplane -e normal --prefix none --locked | grep -E '^(kube|k8s-openapi|rtnetlink) '; then
+    echo "dataplane must not depend on kube, k8s-openapi or rtnetlink" >&2
+    exit 1
+fi
+if cargo tree -p control -e normal --prefix none --locked | grep -E '^(boringtun|tun-rs|socket2|quinn-udp) '; then
+    echo "control must not depend on packet crates" >&2
+    exit 1
+fi
+echo "ok"
+
+section "fuzz targets build"
+cargo check --manifest-path fuzz/Cargo.toml --locked -j2 --bins
+
+section "network namespace tests (root)"
+cargo build --locked -j2 --bin semaphore-wireguard
+if [ "$(id -u)" = 0 ]; then
+    SWG_BIN="$PWD/target/debug/semaphore-wireguard" tests/netns/run.sh
+elif [ "${CI:-}" = true ]; then
+    echo "CI must run as root for the network namespace tests" >&2
+    exit 1
+else
+    echo "skipped: not root (sudo scripts/test.sh runs them)"
+fi

@@ -26,7 +26,9 @@ fn allowed_ips(c: &mut Criterion) {
     let mut g = c.benchmark_group("allowed_ips_lookup");
     for n in [10u32, 1_000, 65_536] {
         let t = table(n);
-        let probes: Vec<IpAddr> = (0..1024u32).map(|i| IpAddr::V4(Ipv4Addr::from(0x0a00_0000 | ((i * 7919) % (n << 8))))).collect();
+        let probes: Vec<IpAddr> = (0..1024u32)
+            .map(|i| IpAddr::V4(Ipv4Addr::from(0x0a00_0000 | ((i * 7919) % (n << 8)))))
+            .collect();
         g.throughput(Throughput::Elements(probes.len() as u64));
         g.bench_with_input(BenchmarkId::from_parameter(n), &probes, |b, probes| {
             b.iter(|| probes.iter().filter(|ip| t.lookup(**ip).is_some()).count())
@@ -47,9 +49,15 @@ fn session() -> (Tunn, Tunn) {
     let mut a = Tunn::new(ka, pb, None, None, 1, None);
     let mut b = Tunn::new(kb, pa, None, None, 2, None);
     let (mut x, mut y) = ([0u8; 2048], [0u8; 2048]);
-    let TunnResult::WriteToNetwork(init) = a.format_handshake_initiation(&mut x, false) else { panic!() };
-    let TunnResult::WriteToNetwork(resp) = b.decapsulate(None, init, &mut y) else { panic!() };
-    let TunnResult::WriteToNetwork(ka_msg) = a.decapsulate(None, resp, &mut x) else { panic!() };
+    let TunnResult::WriteToNetwork(init) = a.format_handshake_initiation(&mut x, false) else {
+        panic!()
+    };
+    let TunnResult::WriteToNetwork(resp) = b.decapsulate(None, init, &mut y) else {
+        panic!()
+    };
+    let TunnResult::WriteToNetwork(ka_msg) = a.decapsulate(None, resp, &mut x) else {
+        panic!()
+    };
     let _ = b.decapsulate(None, ka_msg, &mut y);
     (a, b)
 }
@@ -72,7 +80,9 @@ fn seal_open(c: &mut Criterion) {
     g.bench_function("seal_open", |bench| {
         bench.iter(|| {
             for out in sealed.iter_mut() {
-                let TunnResult::WriteToNetwork(msg) = a.encapsulate(&p, out) else { panic!() };
+                let TunnResult::WriteToNetwork(msg) = a.encapsulate(&p, out) else {
+                    panic!()
+                };
                 let n = msg.len();
                 let r = b.decapsulate(None, &out[..n], &mut opened);
                 assert!(matches!(r, TunnResult::WriteToTunnelV4(..)));

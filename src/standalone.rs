@@ -40,7 +40,7 @@ pub fn daemonize(args: &TunnelArgs) -> anyhow::Result<()> {
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         // Detached: logs go nowhere unless asked for, as with wireguard-go.
-        .stderr(if std::env::var_os("LOG_LEVEL").is_some() {
+        .stderr(if verbose() {
             Stdio::inherit()
         } else {
             Stdio::null()
@@ -65,10 +65,20 @@ pub fn daemonize(args: &TunnelArgs) -> anyhow::Result<()> {
     )
 }
 
+/// A detached tunnel keeps stderr only when a log level was asked for in the environment
+/// (`LOG_LEVEL` as wireguard-go reads it, or our `SWG_LOG_LEVEL`).
+fn verbose() -> bool {
+    std::env::var_os("LOG_LEVEL").is_some() || std::env::var_os("SWG_LOG_LEVEL").is_some()
+}
+
 /// Runs the interface in the foreground until a signal, the socket's deletion or the
 /// device's disappearance.
 pub async fn run(args: TunnelArgs) -> anyhow::Result<()> {
     let name = &args.interface;
+    // Signals are caught from before the interface exists, so none is lost to the default
+    // action (which would skip the cleanup below).
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
     let tun = TunDevice::create(name, args.mtu, false)?;
     let tunnel = Tunnel::spawn(name, tun, SystemUdp, TunnelConfig::default())?;
     let server = UapiServer::bind(&args.socket_dir, tunnel.device()).await?;
@@ -78,8 +88,6 @@ pub async fn run(args: TunnelArgs) -> anyhow::Result<()> {
         let _ = writeln!(out, "{READY}");
         let _ = out.flush();
     }
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
     let mut poll = tokio::time::interval(Duration::from_secs(1));
     let reason = loop {
         tokio::select! {

@@ -75,6 +75,7 @@ impl InboundHarness {
                 n += 1;
                 n
             },
+            &|_| false,
         );
         Self {
             table,
@@ -91,7 +92,7 @@ impl InboundHarness {
         let src: SocketAddr = "192.0.2.7:51820".parse().expect("valid address");
         self.out.to_tun.clear();
         self.out.to_net.clear();
-        handle(&self.table, datagram, src, &mut self.out, &self.counters, 1);
+        let _ = handle(&self.table, datagram, src, &mut self.out, &self.counters, 1);
         assert!(
             self.out.to_tun.is_empty(),
             "a forged datagram reached the TUN"

@@ -15,13 +15,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use boringtun::noise::handshake::parse_handshake_anon;
-use boringtun::noise::{Packet, TunnResult};
+use boringtun::noise::{Packet, Tunn, TunnResult};
 
 use crate::batch::Batch;
 use crate::io::{TunIo, UdpBinder, UdpIo};
 use crate::key::Key;
 use crate::packet::{self, MSG_DATA, MSG_HANDSHAKE_INIT, MSG_HANDSHAKE_RESPONSE, Message};
-use crate::peers::PeerTable;
+use crate::peers::{Peer, PeerTable};
 use crate::stats::{DeviceCounters, DropReason};
 use crate::tunnel::Shared;
 
@@ -68,7 +68,13 @@ pub(crate) async fn run<T: TunIo, B: UdpBinder>(
             if out.to_tun.is_full() || out.to_net.is_full() {
                 out.flush(&*tun, &*socket, &shared.counters).await;
             }
-            handle(&table, datagram, src, &mut out, &shared.counters, now_ms);
+            let mut more = handle(&table, datagram, src, &mut out, &shared.counters, now_ms);
+            while let Some(pos) = more {
+                out.flush(&*tun, &*socket, &shared.counters).await;
+                let peer = &table.peers[pos];
+                let dst = peer.endpoint().unwrap_or(src);
+                more = drain_into(&mut peer.tunn(), peer, dst, &mut out.to_net).then_some(pos);
+            }
         }
         out.flush(&*tun, &*socket, &shared.counters).await;
     }
@@ -89,14 +95,14 @@ impl Outputs {
         }
         if !self.to_net.is_empty() {
             let failed = udp.send_batch(&self.to_net).await;
-            counters.drop_packets(DropReason::SendError, failed as u64);
-            counters.sent((self.to_net.len() - failed) as u64, self.to_net.bytes());
+            counters.sent_batch(&self.to_net, failed);
             self.to_net.clear();
         }
     }
 }
 
-/// Processes one datagram from `src`. Needs one free slot in each output batch.
+/// Processes one datagram from `src`. Needs one free slot in each output batch. Returns
+/// the peer's position when its queue of held packets did not fit into `to_net`.
 pub(crate) fn handle(
     table: &PeerTable,
     datagram: &[u8],
@@ -104,20 +110,18 @@ pub(crate) fn handle(
     out: &mut Outputs,
     counters: &DeviceCounters,
     now_ms: u64,
-) {
+) -> Option<usize> {
     let Some(identity) = &table.identity else {
         counters.drop_packets(DropReason::NoKey, 1);
-        return;
+        return None;
     };
     let Some(message) = packet::message(datagram) else {
         counters.drop_packets(DropReason::Malformed, 1);
-        return;
+        return None;
     };
     let (pos, peer, kind) = match message {
         Message::HandshakeInit => {
-            let Some(slot) = out.to_net.next_slot() else {
-                return;
-            };
+            let slot = out.to_net.next_slot()?;
             let key = match identity
                 .rate_limiter
                 .verify_packet(Some(src.ip()), datagram, slot)
@@ -127,7 +131,7 @@ pub(crate) fn handle(
                         Ok(half) => Key(half.peer_static_public),
                         Err(_) => {
                             counters.drop_packets(DropReason::Rejected, 1);
-                            return;
+                            return None;
                         }
                     }
                 }
@@ -135,96 +139,99 @@ pub(crate) fn handle(
                     // Under load: answer with a cookie instead of doing the DH.
                     let n = cookie.len();
                     out.to_net.commit(n, src, 0);
-                    return;
+                    return None;
                 }
                 _ => {
                     counters.drop_packets(DropReason::Rejected, 1);
-                    return;
+                    return None;
                 }
             };
             let Some(peer) = table.by_key(&key) else {
                 counters.drop_packets(DropReason::UnknownPeer, 1);
-                return;
+                return None;
             };
-            let Some((pos, _)) = table.by_receiver(peer.index << 8) else {
-                return;
-            };
+            let (pos, _) = table.by_receiver(peer.index << 8)?;
             (pos, peer, MSG_HANDSHAKE_INIT)
         }
         Message::ToIndex { kind, receiver } => match table.by_receiver(receiver) {
             Some((pos, peer)) => (pos, peer, kind),
             None => {
                 counters.drop_packets(DropReason::UnknownPeer, 1);
-                return;
+                return None;
             }
         },
     };
 
     let mut tunn = peer.tunn();
     if kind == MSG_DATA {
-        let Some(slot) = out.to_tun.next_slot() else {
-            return;
-        };
-        let (len, inner_src) = match tunn.decapsulate(Some(src.ip()), datagram, slot) {
-            TunnResult::WriteToTunnelV4(p, ip) => (p.len(), IpAddr::V4(ip)),
-            TunnResult::WriteToTunnelV6(p, ip) => (p.len(), IpAddr::V6(ip)),
-            TunnResult::Done => {
-                // A keepalive: authenticated, nothing to deliver.
-                peer.counters.received(datagram.len());
-                peer.set_endpoint(src);
-                return;
-            }
+        let slot = out.to_tun.next_slot()?;
+        let delivered = match tunn.decapsulate(Some(src.ip()), datagram, slot) {
+            TunnResult::WriteToTunnelV4(p, ip) => Some((p.len(), IpAddr::V4(ip))),
+            TunnResult::WriteToTunnelV6(p, ip) => Some((p.len(), IpAddr::V6(ip))),
+            // A keepalive: authenticated, nothing to deliver.
+            TunnResult::Done => None,
             TunnResult::WriteToNetwork(_) | TunnResult::Err(_) => {
                 counters.drop_packets(DropReason::Rejected, 1);
-                return;
+                return None;
             }
         };
         peer.counters.received(datagram.len());
         peer.set_endpoint(src);
-        // Cryptokey routing, inbound: the inner source must route back to this peer.
-        if table.routes.lookup(inner_src) != Some(&pos) {
-            counters.drop_packets(DropReason::SourceNotAllowed, 1);
-            return;
+        if let Some((len, inner_src)) = delivered {
+            // Cryptokey routing, inbound: the inner source must route back to this peer.
+            if table.routes.lookup(inner_src) == Some(&pos) {
+                out.to_tun.commit(len, src, 0);
+            } else {
+                counters.drop_packets(DropReason::SourceNotAllowed, 1);
+            }
         }
-        out.to_tun.commit(len, src, 0);
-        return;
-    }
-
-    let Some(slot) = out.to_net.next_slot() else {
-        return;
-    };
-    match tunn.decapsulate(Some(src.ip()), datagram, slot) {
-        TunnResult::WriteToNetwork(reply) => {
-            let n = reply.len();
-            out.to_net.commit(n, src, 0);
-            peer.counters.received(datagram.len());
-            peer.counters.sent(n);
-            peer.set_endpoint(src);
-            if kind == MSG_HANDSHAKE_INIT || kind == MSG_HANDSHAKE_RESPONSE {
+    } else {
+        let slot = out.to_net.next_slot()?;
+        match tunn.decapsulate(Some(src.ip()), datagram, slot) {
+            TunnResult::WriteToNetwork(reply) => {
+                let (n, reply_kind) = (reply.len(), reply.first().copied());
+                out.to_net.commit(n, src, 0);
+                peer.counters.sent(n);
+                // Only a completed handshake authenticates the sender; a cookie reply
+                // (the peer's Tunn under load) proves nothing about `src`.
+                let completed = matches!(
+                    (kind, reply_kind),
+                    (MSG_HANDSHAKE_INIT, Some(MSG_HANDSHAKE_RESPONSE))
+                        | (MSG_HANDSHAKE_RESPONSE, Some(MSG_DATA))
+                );
+                if !completed {
+                    return None;
+                }
+                peer.counters.received(datagram.len());
+                peer.set_endpoint(src);
                 counters.handshake_completed();
                 peer.handshake_completed();
             }
-        }
-        TunnResult::Done => {
-            peer.counters.received(datagram.len());
-            peer.set_endpoint(src);
-            return;
-        }
-        _ => {
-            counters.drop_packets(DropReason::Rejected, 1);
-            return;
-        }
-    }
-    // A new session may release packets queued while the handshake was running.
-    while let Some(slot) = out.to_net.next_slot() {
-        match tunn.decapsulate(None, &[], slot) {
-            TunnResult::WriteToNetwork(p) => {
-                let n = p.len();
-                out.to_net.commit(n, src, 0);
-                peer.counters.sent(n);
+            // A cookie reply was taken in; no endpoint change.
+            TunnResult::Done => return None,
+            _ => {
+                counters.drop_packets(DropReason::Rejected, 1);
+                return None;
             }
-            _ => break,
         }
     }
     peer.mark_sent(now_ms);
+    // A new or newly current session may release packets queued during the handshake.
+    drain_into(&mut tunn, peer, src, &mut out.to_net).then_some(pos)
+}
+
+/// Moves packets queued in `tunn` into `to_net` for `dst`; true if it stopped because
+/// `to_net` is full (call again after flushing).
+fn drain_into(tunn: &mut Tunn, peer: &Peer, dst: SocketAddr, to_net: &mut Batch) -> bool {
+    while let Some(slot) = to_net.next_slot() {
+        match tunn.decapsulate(None, &[], slot) {
+            TunnResult::WriteToNetwork(p) => {
+                let n = p.len();
+                to_net.commit(n, dst, 0);
+                peer.counters.sent(n);
+            }
+            _ => return false,
+        }
+    }
+    true
 }

@@ -96,15 +96,18 @@ impl FromStr for Key {
 pub struct PrivateKey(Key);
 
 impl PrivateKey {
-    /// Wraps raw key bytes (clamping happens inside X25519).
-    pub fn from_bytes(bytes: [u8; 32]) -> Self {
+    /// Wraps key bytes, clamped as X25519 uses them (as the kernel stores them).
+    pub fn from_bytes(mut bytes: [u8; 32]) -> Self {
+        bytes[0] &= 248;
+        bytes[31] &= 127;
+        bytes[31] |= 64;
         Self(Key(bytes))
     }
 
     /// A fresh random key from the OS generator.
     pub fn generate() -> Self {
         let secret = x25519::StaticSecret::random_from_rng(rand::rngs::OsRng);
-        Self(Key(secret.to_bytes()))
+        Self::from_bytes(secret.to_bytes())
     }
 
     /// The key material (for the UAPI `get` answer and for writing key files only).
@@ -154,6 +157,14 @@ mod tests {
         let dbg = format!("{k:?}");
         assert!(!dbg.contains(&k.expose().to_base64()));
         assert!(dbg.contains(&k.public_key().to_base64()));
+    }
+
+    #[test]
+    fn private_keys_are_clamped() {
+        let k = PrivateKey::from_bytes([0xff; 32]);
+        assert_eq!(k.expose().0[0], 0xf8);
+        assert_eq!(k.expose().0[31], 0x7f);
+        assert_eq!(PrivateKey::from_bytes([0; 32]).expose().0[31], 0x40);
     }
 
     #[test]

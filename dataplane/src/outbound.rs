@@ -50,9 +50,7 @@ pub(crate) async fn run<T: TunIo, B: UdpBinder>(
         );
         if !output.is_empty() {
             let failed = socket.send_batch(&output).await;
-            shared
-                .counters
-                .drop_packets(DropReason::SendError, failed as u64);
+            shared.counters.sent_batch(&output, failed);
         }
     }
 }

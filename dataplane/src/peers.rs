@@ -93,7 +93,7 @@ impl Peer {
 pub(crate) struct Identity {
     pub(crate) secret: x25519::StaticSecret,
     pub(crate) public: x25519::PublicKey,
-    pub(crate) rate_limiter: RateLimiter,
+    pub(crate) rate_limiter: Arc<RateLimiter>,
 }
 
 /// An immutable snapshot that the packet paths read once per batch.
@@ -126,6 +126,7 @@ impl PeerTable {
         old_config: &TunnelConfig,
         config: &TunnelConfig,
         next_index: &mut dyn FnMut() -> u32,
+        force_endpoint: &dyn Fn(&Key) -> bool,
     ) -> Self {
         let same_identity = old_config.private_key == config.private_key && old.identity.is_some();
         let identity = match (&config.private_key, same_identity) {
@@ -135,7 +136,7 @@ impl PeerTable {
                 let secret = sk.secret();
                 let public = x25519::PublicKey::from(&secret);
                 Some(Arc::new(Identity {
-                    rate_limiter: RateLimiter::new(&public, HANDSHAKE_RATE_LIMIT),
+                    rate_limiter: Arc::new(RateLimiter::new(&public, HANDSHAKE_RATE_LIMIT)),
                     secret,
                     public,
                 }))
@@ -169,7 +170,9 @@ impl PeerTable {
                         pc.preshared_key.map(|k| k.0),
                         None,
                         index,
-                        None,
+                        // One limiter (and cookie secret) for the interface, reset by the
+                        // timer task.
+                        Some(Arc::clone(&identity.rate_limiter)),
                     );
                     Arc::new(Peer {
                         key: pc.public_key,
@@ -190,7 +193,9 @@ impl PeerTable {
             // An endpoint given in the config wins when it changed (or the peer is new);
             // otherwise the roamed endpoint stays.
             if let Some(ep) = pc.endpoint
-                && (old_pc.and_then(|o| o.endpoint) != Some(ep) || previous.is_none())
+                && (old_pc.and_then(|o| o.endpoint) != Some(ep)
+                    || previous.is_none()
+                    || force_endpoint(&pc.public_key))
             {
                 peer.set_endpoint(ep);
             }

@@ -107,10 +107,15 @@ impl DeviceCounters {
         self.rx_bytes.fetch_add(bytes, Relaxed);
     }
 
+    /// Records a sent batch of which `failed` datagrams could not be sent.
     #[inline]
-    pub(crate) fn sent(&self, packets: u64, bytes: u64) {
-        self.tx_packets.fetch_add(packets, Relaxed);
-        self.tx_bytes.fetch_add(bytes, Relaxed);
+    pub(crate) fn sent_batch(&self, batch: &crate::batch::Batch, failed: usize) {
+        if failed > 0 {
+            self.drop_packets(DropReason::SendError, failed as u64);
+        }
+        self.tx_packets
+            .fetch_add((batch.len() - failed.min(batch.len())) as u64, Relaxed);
+        self.tx_bytes.fetch_add(batch.bytes(), Relaxed);
     }
 
     /// Outer traffic so far.

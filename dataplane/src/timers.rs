@@ -15,24 +15,24 @@ use boringtun::noise::errors::WireGuardError;
 
 use crate::batch::Batch;
 use crate::io::{UdpBinder, UdpIo};
-use crate::stats::DropReason;
 use crate::tunnel::Shared;
 
 const TICK: Duration = Duration::from_millis(250);
 
 pub(crate) async fn run<B: UdpBinder>(shared: Arc<Shared<B>>) -> io::Result<()> {
     let mut out = Batch::new();
-    let mut ticks: u64 = 0;
+    let mut last_reset = tokio::time::Instant::now();
     loop {
         tokio::select! {
-            _ = tokio::time::sleep(TICK) => ticks += 1,
+            _ = tokio::time::sleep(TICK) => {}
             _ = shared.kick.notified() => {}
         }
         let table = shared.table();
-        if let Some(identity) = &table.identity
-            && ticks.is_multiple_of(4)
-        {
-            identity.rate_limiter.reset_count();
+        if last_reset.elapsed() >= Duration::from_secs(1) {
+            last_reset = tokio::time::Instant::now();
+            if let Some(identity) = &table.identity {
+                identity.rate_limiter.reset_count();
+            }
         }
         let Some(socket) = shared.socket() else {
             continue;
@@ -89,9 +89,7 @@ pub(crate) async fn run<B: UdpBinder>(shared: Arc<Shared<B>>) -> io::Result<()> 
 async fn flush<B: UdpBinder>(shared: &Shared<B>, socket: &B::Socket, out: &mut Batch) {
     if !out.is_empty() {
         let failed = socket.send_batch(out).await;
-        shared
-            .counters
-            .drop_packets(DropReason::SendError, failed as u64);
+        shared.counters.sent_batch(out, failed);
         out.clear();
     }
 }

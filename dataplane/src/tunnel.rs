@@ -72,9 +72,12 @@ pub trait Device: Send + Sync + 'static {
     fn counters(&self) -> &DeviceCounters;
     /// Read-modify-write under the write lock: `edit` gets a copy of the configuration
     /// and the result is applied atomically (nothing changes if either step fails).
+    /// Peers listed in `set_endpoints` take their configured endpoint even if it equals
+    /// the previous configuration (an explicit `wg set … endpoint` undoes roaming).
     fn update(
         &self,
         edit: &mut dyn FnMut(&mut TunnelConfig) -> Result<(), ConfigError>,
+        set_endpoints: &[Key],
     ) -> Result<(), ConfigError>;
 }
 
@@ -114,13 +117,15 @@ impl<B: UdpBinder> Shared<B> {
         &self,
         current: &mut TunnelConfig,
         mut config: TunnelConfig,
+        set_endpoints: &[Key],
     ) -> Result<(), ConfigError> {
         config.validate()?;
         let bound = self.socket();
         let rebind = match &bound {
             None => true,
-            Some(_) if config.listen_port != current.listen_port => true,
-            Some(_) => false,
+            // Asking for the port we already hold (a saved `wg showconf`, say) is a no-op.
+            Some(sock) if config.listen_port == sock.local_port() => false,
+            Some(_) => config.listen_port != current.listen_port,
         };
         if rebind {
             // Free the old port first so that re-binding the same number works.
@@ -151,7 +156,8 @@ impl<B: UdpBinder> Shared<B> {
         }
         let old_table = self.table();
         let mut next = || self.next_index.fetch_add(1, Relaxed) & 0x00ff_ffff;
-        let table = PeerTable::build(&old_table, current, &config, &mut next);
+        let force = |k: &Key| set_endpoints.contains(k);
+        let table = PeerTable::build(&old_table, current, &config, &mut next, &force);
         let kick = table.peers.iter().any(|p| p.keepalive_due.load(Relaxed));
         *self.table.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(table);
         *current = config;
@@ -183,7 +189,7 @@ impl<B: UdpBinder> Device for Shared<B> {
 
     fn apply(&self, config: TunnelConfig) -> Result<(), ConfigError> {
         let mut current = self.config.lock().unwrap_or_else(|e| e.into_inner());
-        self.apply_locked(&mut current, config)
+        self.apply_locked(&mut current, config, &[])
     }
 
     fn config(&self) -> TunnelConfig {
@@ -231,11 +237,12 @@ impl<B: UdpBinder> Device for Shared<B> {
     fn update(
         &self,
         edit: &mut dyn FnMut(&mut TunnelConfig) -> Result<(), ConfigError>,
+        set_endpoints: &[Key],
     ) -> Result<(), ConfigError> {
         let mut current = self.config.lock().unwrap_or_else(|e| e.into_inner());
         let mut next = current.clone();
         edit(&mut next)?;
-        self.apply_locked(&mut current, next)
+        self.apply_locked(&mut current, next, set_endpoints)
     }
 }
 
@@ -342,5 +349,7 @@ impl<B: UdpBinder> Drop for Tunnel<B> {
         for t in &self.tasks {
             t.abort();
         }
+        // Release the port even while `device()` handles are still around.
+        self.shared.socket.send_replace(None);
     }
 }

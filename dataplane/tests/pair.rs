@@ -354,3 +354,69 @@ async fn keepalive_change_keeps_session() {
     );
     exchange(&mut a, &mut b, b"2").await;
 }
+
+#[tokio::test]
+async fn packets_held_during_the_handshake_all_arrive_in_order() {
+    let net = MemNet::new();
+    let (a, mut b) = pair(&net);
+    // More than one output batch worth, sent before any session exists.
+    let packets: Vec<Vec<u8>> = (0..100u32)
+        .map(|i| ipv4_packet(A_IN, B_IN, &i.to_be_bytes()))
+        .collect();
+    for p in &packets {
+        send(&a, p.clone()).await;
+    }
+    for p in &packets {
+        assert_eq!(&recv(&mut b).await, p);
+    }
+}
+
+#[tokio::test]
+async fn an_explicit_endpoint_overrides_a_roamed_one() {
+    let net = MemNet::new();
+    let (mut a, mut b) = pair(&net);
+    exchange(&mut a, &mut b, b"1").await;
+    // B moves; A follows it.
+    let mut cfg = b.tunnel.config();
+    cfg.listen_port = 40002;
+    b.tunnel.apply(cfg).unwrap();
+    let p = ipv4_packet(B_IN, A_IN, b"from the new port");
+    send(&b, p.clone()).await;
+    assert_eq!(recv(&mut a).await, p);
+    let roamed: SocketAddr = "192.0.2.2:40002".parse().unwrap();
+    assert_eq!(a.tunnel.status().peers[0].endpoint, Some(roamed));
+    // Re-applying the unchanged configuration keeps the roamed endpoint ...
+    a.tunnel.apply(a.tunnel.config()).unwrap();
+    assert_eq!(a.tunnel.status().peers[0].endpoint, Some(roamed));
+    // ... but `wg set … endpoint <same as configured>` puts it back.
+    let set = format!(
+        "set=1\npublic_key={}\nendpoint={}",
+        b.key.public_key().to_hex(),
+        b.udp
+    );
+    let lines: Vec<String> = set.lines().map(str::to_string).collect();
+    assert_eq!(
+        dataplane::uapi::handle(&*a.tunnel.device(), &lines),
+        "errno=0\n\n"
+    );
+    assert_eq!(a.tunnel.status().peers[0].endpoint, Some(b.udp));
+}
+
+#[tokio::test]
+async fn asking_for_the_bound_port_keeps_the_socket() {
+    let net = MemNet::new();
+    let (tun, _host) = mem_tun();
+    let t = Tunnel::spawn(
+        "mem1",
+        tun,
+        net.host("192.0.2.5".parse().unwrap()),
+        TunnelConfig::default(),
+    )
+    .unwrap();
+    let port = t.listen_port();
+    assert_ne!(port, 0);
+    let mut cfg = t.config();
+    cfg.listen_port = port;
+    t.apply(cfg).unwrap();
+    assert_eq!(t.listen_port(), port);
+}

@@ -6,7 +6,7 @@
 SOCK_DIR=/var/run/wireguard
 umask 077
 
-RID=${RID:-$(printf '%04x' $((RANDOM % 65536)))}
+RID=${RID:-$(printf '%04x' $(( (RANDOM << 1 ^ RANDOM ^ $$) & 0xffff )))}
 NS_A="swg-$RID-a"
 NS_B="swg-$RID-b"
 IF_A="sw${RID}a"
@@ -126,7 +126,8 @@ ping_fails() {
     if ip netns exec "$ns" ping -c 2 -i 0.2 -W 1 "$dst" >/dev/null 2>&1; then fail "ping $dst from $ns should fail"; fi
 }
 
-# iperf NS_CLIENT NS_SERVER DEST [extra client args]: a short TCP run; prints Mbit/s.
+# iperf NS_CLIENT NS_SERVER DEST [extra client args]: a short TCP run; logs Mbit/s.
+# Not for $(...): it must run in the test's shell so `fail` and the pid list work.
 iperf() {
     local nc=$1 ns=$2 dst=$3
     shift 3
@@ -138,7 +139,11 @@ iperf() {
         sleep 0.1
     done
     ip netns exec "$nc" timeout 30 iperf3 -c "$dst" -t 2 -J "$@" >"$TMP/iperf.json" 2>&1 || { cat "$TMP/iperf.json" >&2; fail "iperf3 to $dst"; }
-    python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print(int(d["end"]["sum_received"]["bits_per_second"]/1e6))' "$TMP/iperf.json"
+    local mbit
+    mbit=$(python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print(int(d["end"]["sum_received"]["bits_per_second"]/1e6))' "$TMP/iperf.json") ||
+        fail "iperf3 output: $(head -c 300 "$TMP/iperf.json")"
+    [ "$mbit" -gt 0 ] || fail "iperf3 moved nothing"
+    log "iperf3 $nc -> $dst: $mbit Mbit/s"
 }
 
 # rx_packets NS IF: packets the kernel received from the TUN device.

@@ -9,7 +9,8 @@ traffic() {
     ping_ok "$NS_A" "$IB6"
     ping_ok "$NS_B" "$IA4"
     ping_ok "$NS_B" "$IA6"
-    log "A->B $(iperf "$NS_A" "$NS_B" "$IB4") Mbit/s, B->A $(iperf "$NS_B" "$NS_A" "$IA4") Mbit/s"
+    iperf "$NS_A" "$NS_B" "$IB4"
+    iperf "$NS_B" "$NS_A" "$IA4"
 }
 
 test_ours_ours_v4_outer() { traffic ours ours 4; }

@@ -106,14 +106,15 @@ pub enum AllowedIpChange {
     Remove(IpNetwork),
 }
 
-fn parse_bool(key: &str, v: &str) -> Result<bool, UapiError> {
-    match v {
-        "true" => Ok(true),
-        "false" => Ok(false),
-        _ => Err(UapiError::new(
+/// The flag keys take only `true`, as in wireguard-go.
+fn parse_true(key: &str, v: &str) -> Result<bool, UapiError> {
+    if v == "true" {
+        Ok(true)
+    } else {
+        Err(UapiError::new(
             EINVAL,
-            format!("{key}: expected true or false, got {v:?}"),
-        )),
+            format!("{key}: the only valid value is true, got {v:?}"),
+        ))
     }
 }
 
@@ -179,7 +180,7 @@ fn parse_set(lines: &[&str]) -> Result<SetRequest, UapiError> {
                 "private_key" => req.private_key = Some(parse_key(k, v)?),
                 "listen_port" => req.listen_port = Some(parse_num(k, v)?),
                 "fwmark" => req.fwmark = Some(parse_num(k, v)?),
-                "replace_peers" => req.replace_peers = parse_bool(k, v)?,
+                "replace_peers" => req.replace_peers = parse_true(k, v)?,
                 _ => {
                     return Err(UapiError::new(
                         EINVAL,
@@ -190,8 +191,8 @@ fn parse_set(lines: &[&str]) -> Result<SetRequest, UapiError> {
             continue;
         };
         match k {
-            "remove" => peer.remove = parse_bool(k, v)?,
-            "update_only" => peer.update_only = parse_bool(k, v)?,
+            "remove" => peer.remove = parse_true(k, v)?,
+            "update_only" => peer.update_only = parse_true(k, v)?,
             "preshared_key" => peer.preshared_key = Some(parse_key(k, v)?),
             "endpoint" => {
                 peer.endpoint =
@@ -199,7 +200,7 @@ fn parse_set(lines: &[&str]) -> Result<SetRequest, UapiError> {
             }
             "persistent_keepalive_interval" => peer.persistent_keepalive = Some(parse_num(k, v)?),
             "replace_allowed_ips" => {
-                if parse_bool(k, v)? {
+                if parse_true(k, v)? {
                     peer.allowed_ips.push(AllowedIpChange::Clear);
                 }
             }

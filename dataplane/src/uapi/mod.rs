@@ -21,8 +21,8 @@ pub const SOCKET_DIR: &str = "/var/run/wireguard";
 
 /// Longest accepted line; a longer one closes the connection.
 const MAX_LINE: u64 = 4096;
-/// Most lines in one `set` (a large `wg setconf` is well below this).
-const MAX_LINES: usize = 1 << 20;
+/// Most bytes in one request (a `wg setconf` of thousands of peers is well below this).
+const MAX_REQUEST: usize = 16 << 20;
 
 /// The socket path for interface `name` under `dir`.
 pub fn socket_path(dir: &Path, name: &str) -> PathBuf {
@@ -109,6 +109,7 @@ pub async fn serve(stream: UnixStream, device: &dyn Device) -> std::io::Result<(
     let mut buf = Vec::with_capacity(256);
     loop {
         lines.clear();
+        let mut size = 0;
         // Read one request: lines up to an empty line.
         loop {
             buf.clear();
@@ -129,7 +130,8 @@ pub async fn serve(stream: UnixStream, device: &dyn Device) -> std::io::Result<(
             if buf.is_empty() {
                 break;
             }
-            if lines.len() >= MAX_LINES {
+            size += buf.len() + 1;
+            if size > MAX_REQUEST {
                 return refuse(reader, w).await;
             }
             lines.push(String::from_utf8_lossy(&buf).into_owned());
@@ -163,10 +165,17 @@ pub fn handle(device: &dyn Device, lines: &[String]) -> String {
     let result = command::parse_request(&refs).and_then(|req| match req {
         Request::Get => Ok(command::format_get(&device.status())),
         Request::Set(set) => device
-            .update(&mut |cfg| {
-                command::merge_set(cfg, &set);
-                Ok(())
-            })
+            .update(
+                &mut |cfg| {
+                    command::merge_set(cfg, &set);
+                    Ok(())
+                },
+                &set.peers
+                    .iter()
+                    .filter(|p| p.endpoint.is_some())
+                    .map(|p| p.public_key)
+                    .collect::<Vec<_>>(),
+            )
             .map(|()| String::new())
             .map_err(UapiError::from),
     });

@@ -36,5 +36,16 @@ if [ "$leftover" != 0 ]; then
     echo "FAIL leftover namespaces: $(ip netns list | grep '^swg-' | tr '\n' ' ')"
     failed=$((failed + 1))
 fi
+# Interface names are sw<4 hex digits><a|b>; nothing of ours may survive a test.
+left_sockets=$(find /var/run/wireguard -maxdepth 1 -regextype posix-extended -regex '.*/sw[0-9a-f]{4}[ab]\.sock' 2>/dev/null)
+if [ -n "$left_sockets" ]; then
+    echo "FAIL leftover sockets: $left_sockets"
+    failed=$((failed + 1))
+fi
+left_procs=$(pgrep -af -- ' sw[0-9a-f]{4}[ab]$' || true)
+if [ -n "$left_procs" ]; then
+    echo "FAIL leftover processes: $left_procs"
+    failed=$((failed + 1))
+fi
 echo "netns: $passed passed, $failed failed"
 [ "$failed" = 0 ]

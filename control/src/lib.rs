@@ -2,7 +2,6 @@
 //! own Node's annotations) and netlink (links and routes). It computes the desired peer
 //! set of each tunnel and hands it to the dataplane through the binary's wiring; it never
 //! touches packets or sockets.
-//!
-//! The controller arrives with its own issue; until then this crate only fixes the
-//! boundary (see the dependency check in `scripts/test.sh`).
 #![forbid(unsafe_code)]
+
+pub mod config;

@@ -1,0 +1,374 @@
+//! The clusters config file: the Go original's JSON schema and defaults, with its gaps
+//! closed. A kubeconfig-only remote works; duplicate names, duplicate ports, overlapping
+//! pod subnets and device names over 15 bytes are refused with a message naming the
+//! field; unknown fields are reported as warnings.
+
+use std::time::Duration;
+
+use ip_network::IpNetwork;
+use serde::Deserialize;
+use serde_json::Value;
+
+/// Default MTU of each WireGuard device.
+pub const DEFAULT_MTU: u16 = 1420;
+/// Default UDP listen port of each WireGuard device.
+pub const DEFAULT_LISTEN_PORT: u16 = 51820;
+/// Device names are `wireguard.<remote>`.
+pub const DEVICE_PREFIX: &str = "wireguard.";
+/// Linux interface names hold at most 15 bytes.
+pub const MAX_IFNAME: usize = 15;
+
+/// The whole file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClustersConfig {
+    /// The cluster this node belongs to.
+    pub local: LocalCluster,
+    /// The clusters to connect to, one device each.
+    pub remotes: Vec<RemoteCluster>,
+}
+
+/// The local cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalCluster {
+    /// Its name: remote nodes advertise to us under `<name>.wireguard.semaphore.uw.io/*`.
+    pub name: String,
+    /// A kubeconfig; `None` means in-cluster configuration.
+    pub kube_config_path: Option<String>,
+}
+
+/// How to reach a remote cluster's API server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RemoteAccess {
+    /// A kubeconfig file.
+    KubeConfig(String),
+    /// API URL, a URL serving the CA as PEM, and a bearer token file (re-read on change).
+    Token {
+        /// `remoteAPIURL`.
+        api_url: String,
+        /// `remoteCAURL`.
+        ca_url: String,
+        /// `remoteSATokenPath`.
+        token_path: String,
+    },
+}
+
+/// One remote cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteCluster {
+    /// Its name: our device is `wireguard.<name>`, our annotations `<name>.wireguard…`.
+    pub name: String,
+    /// How to reach its API server.
+    pub access: RemoteAccess,
+    /// Its pod subnet, routed through our device.
+    pub pod_subnet: IpNetwork,
+    /// Device MTU.
+    pub mtu: u16,
+    /// Device UDP port.
+    pub listen_port: u16,
+    /// Full re-apply period; zero disables it.
+    pub resync_period: Duration,
+}
+
+impl RemoteCluster {
+    /// The device name, `wireguard.<name>`.
+    pub fn device_name(&self) -> String {
+        format!("{DEVICE_PREFIX}{}", self.name)
+    }
+}
+
+/// Why a config was refused.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+fn err<T>(msg: impl Into<String>) -> Result<T, ConfigError> {
+    Err(ConfigError(msg.into()))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawConfig {
+    #[serde(default)]
+    local: RawLocal,
+    #[serde(default)]
+    remotes: Vec<RawRemote>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct RawLocal {
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    kube_config_path: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawRemote {
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    kube_config_path: String,
+    #[serde(default, rename = "remoteAPIURL")]
+    remote_api_url: String,
+    #[serde(default, rename = "remoteCAURL")]
+    remote_ca_url: String,
+    #[serde(default, rename = "remoteSATokenPath")]
+    remote_sa_token_path: String,
+    #[serde(default)]
+    pod_subnet: String,
+    #[serde(default, rename = "wgDeviceMTU")]
+    wg_device_mtu: u64,
+    #[serde(default)]
+    wg_listen_port: u64,
+    #[serde(default)]
+    resync_period: Option<Value>,
+}
+
+const TOP_FIELDS: &[&str] = &["local", "remotes"];
+const LOCAL_FIELDS: &[&str] = &["name", "kubeConfigPath"];
+const REMOTE_FIELDS: &[&str] = &[
+    "name",
+    "kubeConfigPath",
+    "remoteAPIURL",
+    "remoteCAURL",
+    "remoteSATokenPath",
+    "podSubnet",
+    "wgDeviceMTU",
+    "wgListenPort",
+    "resyncPeriod",
+];
+
+/// Parses and validates a config file's contents. Returns the config and warnings (unknown
+/// fields) to log.
+pub fn parse(text: &str) -> Result<(ClustersConfig, Vec<String>), ConfigError> {
+    let value: Value =
+        serde_json::from_str(text).map_err(|e| ConfigError(format!("invalid JSON: {e}")))?;
+    let warnings = unknown_fields(&value);
+    let raw: RawConfig =
+        serde_json::from_value(value).map_err(|e| ConfigError(format!("invalid config: {e}")))?;
+    Ok((validate(raw)?, warnings))
+}
+
+fn unknown_fields(value: &Value) -> Vec<String> {
+    let mut out = Vec::new();
+    let check = |obj: &Value, known: &[&str], at: &str, out: &mut Vec<String>| {
+        if let Some(map) = obj.as_object() {
+            for k in map.keys().filter(|k| !known.contains(&k.as_str())) {
+                out.push(format!("unknown field {at}{k} is ignored"));
+            }
+        }
+    };
+    check(value, TOP_FIELDS, "", &mut out);
+    if let Some(local) = value.get("local") {
+        check(local, LOCAL_FIELDS, "local.", &mut out);
+    }
+    if let Some(remotes) = value.get("remotes").and_then(Value::as_array) {
+        for (i, r) in remotes.iter().enumerate() {
+            check(r, REMOTE_FIELDS, &format!("remotes[{i}]."), &mut out);
+        }
+    }
+    out
+}
+
+/// Cluster names become annotation-key prefixes and device-name suffixes: a DNS label.
+fn check_name(field: &str, name: &str) -> Result<(), ConfigError> {
+    let ok = !name.is_empty()
+        && name.len() <= 63
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !name.starts_with('-')
+        && !name.ends_with('-');
+    if ok {
+        Ok(())
+    } else {
+        err(format!(
+            "{field}: {name:?} is not a valid cluster name (lowercase letters, digits and '-')"
+        ))
+    }
+}
+
+fn validate(raw: RawConfig) -> Result<ClustersConfig, ConfigError> {
+    if raw.local.name.is_empty() {
+        return err("Configuration is missing local cluster name (local.name)");
+    }
+    check_name("local.name", &raw.local.name)?;
+    if raw.remotes.is_empty() {
+        return err("No remote cluster configuration defined (remotes)");
+    }
+    let mut remotes: Vec<RemoteCluster> = Vec::with_capacity(raw.remotes.len());
+    for (i, r) in raw.remotes.into_iter().enumerate() {
+        let at = format!("remotes[{i}]");
+        if r.name.is_empty() {
+            return err(format!(
+                "Configuration is missing remote cluster name ({at}.name)"
+            ));
+        }
+        check_name(&format!("{at}.name"), &r.name)?;
+        let device = format!("{DEVICE_PREFIX}{}", r.name);
+        if device.len() > MAX_IFNAME {
+            return err(format!(
+                "{at}.name: device name {device:?} is {} bytes, over the {MAX_IFNAME}-byte limit (names of at most {} characters)",
+                device.len(),
+                MAX_IFNAME - DEVICE_PREFIX.len()
+            ));
+        }
+        let access = if !r.kube_config_path.is_empty() {
+            RemoteAccess::KubeConfig(r.kube_config_path)
+        } else if !r.remote_api_url.is_empty()
+            && !r.remote_ca_url.is_empty()
+            && !r.remote_sa_token_path.is_empty()
+        {
+            RemoteAccess::Token {
+                api_url: r.remote_api_url,
+                ca_url: r.remote_ca_url,
+                token_path: r.remote_sa_token_path,
+            }
+        } else {
+            return err(format!(
+                "Insufficient configuration to create remote cluster client ({at}). Set kubeConfigPath or remoteAPIURL and remoteCAURL and remoteSATokenPath"
+            ));
+        };
+        if r.pod_subnet.is_empty() {
+            return err(format!(
+                "No pod subnet defined for remote cluster ({at}.podSubnet)"
+            ));
+        }
+        let pod_subnet = parse_cidr(&r.pod_subnet).ok_or_else(|| {
+            ConfigError(format!("{at}.podSubnet: invalid CIDR {:?}", r.pod_subnet))
+        })?;
+        let mtu = match r.wg_device_mtu {
+            0 => DEFAULT_MTU,
+            m @ 576..=65535 => m as u16,
+            m => return err(format!("{at}.wgDeviceMTU: {m} is outside 576..65535")),
+        };
+        let listen_port = match r.wg_listen_port {
+            0 => DEFAULT_LISTEN_PORT,
+            p @ 1..=65535 => p as u16,
+            p => return err(format!("{at}.wgListenPort: {p} is not a UDP port")),
+        };
+        let resync_period = match &r.resync_period {
+            None | Some(Value::Null) => Duration::ZERO,
+            Some(v) => {
+                parse_resync(v).map_err(|e| ConfigError(format!("{at}.resyncPeriod: {e}")))?
+            }
+        };
+        for (j, other) in remotes.iter().enumerate() {
+            let prev = format!("remotes[{j}]");
+            if other.name == r.name {
+                return err(format!(
+                    "{at}.name: duplicate remote name {:?} (also {prev}.name)",
+                    r.name
+                ));
+            }
+            if other.listen_port == listen_port {
+                return err(format!(
+                    "{at}.wgListenPort: port {listen_port} is already used by {prev}"
+                ));
+            }
+            if overlaps(&other.pod_subnet, &pod_subnet) {
+                return err(format!(
+                    "{at}.podSubnet: {pod_subnet} overlaps {} of {prev}",
+                    other.pod_subnet
+                ));
+            }
+        }
+        remotes.push(RemoteCluster {
+            name: r.name,
+            access,
+            pod_subnet,
+            mtu,
+            listen_port,
+            resync_period,
+        });
+    }
+    let kube_config_path =
+        (!raw.local.kube_config_path.is_empty()).then_some(raw.local.kube_config_path);
+    Ok(ClustersConfig {
+        local: LocalCluster {
+            name: raw.local.name,
+            kube_config_path,
+        },
+        remotes,
+    })
+}
+
+/// A CIDR with host bits masked off (as Go's `net.ParseCIDR` use in the original).
+pub fn parse_cidr(s: &str) -> Option<IpNetwork> {
+    let (addr, len) = s.trim().split_once('/')?;
+    let addr: std::net::IpAddr = addr.parse().ok()?;
+    if len.is_empty() || !len.bytes().all(|b| b.is_ascii_digit()) || len.len() > 3 {
+        return None;
+    }
+    IpNetwork::new_truncate(addr, len.parse().ok()?).ok()
+}
+
+/// True when two prefixes share any address.
+pub fn overlaps(a: &IpNetwork, b: &IpNetwork) -> bool {
+    a.contains(b.network_address()) || b.contains(a.network_address())
+}
+
+fn parse_resync(v: &Value) -> Result<Duration, String> {
+    match v {
+        Value::Number(n) => n
+            .as_u64()
+            .map(Duration::from_nanos)
+            .ok_or_else(|| format!("{n} is not a non-negative number of nanoseconds")),
+        Value::String(s) => parse_go_duration(s),
+        other => Err(format!(
+            "expected a duration string or nanoseconds, got {other}"
+        )),
+    }
+}
+
+/// Parses Go's `time.ParseDuration` syntax (`"10s"`, `"1m30s"`, `"1.5h"`, `"300ms"`, `"0"`),
+/// non-negative only.
+pub fn parse_go_duration(s: &str) -> Result<Duration, String> {
+    let bad = || format!("invalid duration {s:?}");
+    let body = s.strip_prefix('+').unwrap_or(s);
+    if body.starts_with('-') {
+        return Err(format!("negative duration {s:?}"));
+    }
+    if body == "0" {
+        return Ok(Duration::ZERO);
+    }
+    if body.is_empty() {
+        return Err(bad());
+    }
+    let mut total = 0f64;
+    let mut rest = body;
+    while !rest.is_empty() {
+        let num_end = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .ok_or_else(bad)?;
+        let (num, tail) = rest.split_at(num_end);
+        if num.is_empty() || num == "." {
+            return Err(bad());
+        }
+        let value: f64 = num.parse().map_err(|_| bad())?;
+        let unit_end = tail
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(tail.len());
+        let (unit, next) = tail.split_at(unit_end);
+        let nanos_per = match unit {
+            "ns" => 1.0,
+            "us" | "µs" | "μs" => 1e3,
+            "ms" => 1e6,
+            "s" => 1e9,
+            "m" => 60e9,
+            "h" => 3600e9,
+            _ => return Err(bad()),
+        };
+        total += value * nanos_per;
+        rest = next;
+    }
+    if !total.is_finite() || total > u64::MAX as f64 {
+        return Err(bad());
+    }
+    Ok(Duration::from_nanos(total.round() as u64))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,158 @@
+use std::time::Duration;
+
+use super::*;
+
+fn parse_err(text: &str) -> String {
+    parse(text).unwrap_err().0
+}
+
+const TWO_REMOTES: &str = r#"{
+  "local": { "name": "c1" },
+  "remotes": [
+    { "name": "c2", "remoteAPIURL": "https://lb.c2", "remoteCAURL": "https://ca.c2",
+      "remoteSATokenPath": "/etc/t", "podSubnet": "10.4.0.0/16",
+      "wgDeviceMTU": 1500, "wgListenPort": 51821, "resyncPeriod": "10s" },
+    { "name": "c3", "kubeConfigPath": "/etc/kube/c3", "podSubnet": "10.5.0.1/16" }
+  ]
+}"#;
+
+/// The original's `config_test.go` cases: full parse with explicit values and defaults
+/// (and its kubeconfig-only remote, which the original could not actually start).
+#[test]
+fn full_parse_with_defaults() {
+    let (c, warnings) = parse(TWO_REMOTES).unwrap();
+    assert!(warnings.is_empty());
+    assert_eq!(c.local.name, "c1");
+    assert_eq!(c.local.kube_config_path, None);
+    let r = &c.remotes[0];
+    assert_eq!(r.device_name(), "wireguard.c2");
+    assert_eq!(
+        (r.mtu, r.listen_port, r.resync_period),
+        (1500, 51821, Duration::from_secs(10))
+    );
+    assert_eq!(
+        r.access,
+        RemoteAccess::Token {
+            api_url: "https://lb.c2".into(),
+            ca_url: "https://ca.c2".into(),
+            token_path: "/etc/t".into()
+        }
+    );
+    let r = &c.remotes[1];
+    assert_eq!(
+        (r.mtu, r.listen_port, r.resync_period),
+        (1420, 51820, Duration::ZERO)
+    );
+    assert_eq!(r.access, RemoteAccess::KubeConfig("/etc/kube/c3".into()));
+    assert_eq!(r.pod_subnet.to_string(), "10.5.0.0/16");
+}
+
+#[test]
+fn original_error_messages() {
+    assert!(
+        parse_err(r#"{"remotes":[]}"#).starts_with("Configuration is missing local cluster name")
+    );
+    assert!(
+        parse_err(r#"{"local":{"name":"a"}}"#)
+            .starts_with("No remote cluster configuration defined")
+    );
+    assert!(
+        parse_err(r#"{"local":{"name":"a"},"remotes":[{"podSubnet":"10.0.0.0/8"}]}"#)
+            .starts_with("Configuration is missing remote cluster name")
+    );
+    assert!(parse_err(r#"{"local":{"name":"a"},"remotes":[{"name":"b","remoteAPIURL":"x","podSubnet":"10.0.0.0/8"}]}"#)
+        .starts_with("Insufficient configuration to create remote cluster client"));
+    assert!(
+        parse_err(r#"{"local":{"name":"a"},"remotes":[{"name":"b","kubeConfigPath":"k"}]}"#)
+            .starts_with("No pod subnet defined for remote cluster")
+    );
+}
+
+fn one_remote(extra: &str) -> String {
+    format!(
+        r#"{{"local":{{"name":"a"}},"remotes":[{{"name":"b","kubeConfigPath":"k","podSubnet":"10.0.0.0/16"{extra}}}]}}"#
+    )
+}
+
+#[test]
+fn resync_period_forms() {
+    let period = |v: &str| {
+        parse(&one_remote(&format!(r#","resyncPeriod":{v}"#)))
+            .map(|(c, _)| c.remotes[0].resync_period)
+    };
+    assert_eq!(period(r#""10s""#).unwrap(), Duration::from_secs(10));
+    assert_eq!(period(r#""1m30s""#).unwrap(), Duration::from_secs(90));
+    assert_eq!(period(r#""1.5h""#).unwrap(), Duration::from_secs(5400));
+    assert_eq!(period(r#""250ms""#).unwrap(), Duration::from_millis(250));
+    assert_eq!(period(r#""0""#).unwrap(), Duration::ZERO);
+    assert_eq!(period("10000000000").unwrap(), Duration::from_secs(10));
+    assert_eq!(period("null").unwrap(), Duration::ZERO);
+    for bad in [
+        r#""10""#, r#""-1s""#, r#""1x""#, r#""""#, "-5", "true", r#""s""#,
+    ] {
+        let e = period(bad).unwrap_err().0;
+        assert!(e.contains("remotes[0].resyncPeriod"), "{bad}: {e}");
+    }
+}
+
+#[test]
+fn fixed_gaps_of_the_original_name_the_field() {
+    let two = |a: &str, b: &str| {
+        format!(
+            r#"{{"local":{{"name":"l"}},"remotes":[{{"name":"x","kubeConfigPath":"k","podSubnet":"10.0.0.0/16"{a}}},{{"name":"y","kubeConfigPath":"k","podSubnet":"10.1.0.0/16","wgListenPort":51821{b}}}]}}"#
+        )
+    };
+    let e = parse_err(&two("", "").replace(r#""name":"y""#, r#""name":"x""#));
+    assert!(
+        e.contains("remotes[1].name") && e.contains("duplicate"),
+        "{e}"
+    );
+    // Two remotes on the default port clash, as they would have in the original.
+    let e = parse_err(&two("", "").replace(r#","wgListenPort":51821"#, ""));
+    assert!(
+        e.contains("remotes[1].wgListenPort") && e.contains("51820"),
+        "{e}"
+    );
+    let e = parse_err(&two(r#","wgListenPort":5000"#, "").replace("51821", "5000"));
+    assert!(e.contains("remotes[1].wgListenPort"), "{e}");
+    let e = parse_err(&two("", "").replace("10.1.0.0/16", "10.0.128.0/17"));
+    assert!(
+        e.contains("remotes[1].podSubnet") && e.contains("overlaps"),
+        "{e}"
+    );
+    let e = parse_err(&one_remote("").replace(r#""name":"b""#, r#""name":"cluster""#));
+    assert!(
+        e.contains("remotes[0].name") && e.contains("wireguard.cluster"),
+        "{e}"
+    );
+    let e = parse_err(&one_remote("").replace(r#""name":"b""#, r#""name":"B_1""#));
+    assert!(e.contains("remotes[0].name"), "{e}");
+    let e = parse_err(&one_remote(r#","wgDeviceMTU":100"#));
+    assert!(e.contains("remotes[0].wgDeviceMTU"), "{e}");
+    let e = parse_err(&one_remote(r#","wgListenPort":70000"#));
+    assert!(e.contains("remotes[0].wgListenPort"), "{e}");
+    let e = parse_err(&one_remote("").replace("10.0.0.0/16", "10.0.0.0/33"));
+    assert!(e.contains("remotes[0].podSubnet"), "{e}");
+    assert!(parse_err("{not json").starts_with("invalid JSON"));
+}
+
+#[test]
+fn unknown_fields_are_warnings() {
+    let text = one_remote(r#","fullPeerResyncPeriod":"1m""#).replace(
+        r#""local":{"name":"a"}"#,
+        r#""local":{"name":"a","x":1},"extra":true"#,
+    );
+    let (_, w) = parse(&text).unwrap();
+    assert_eq!(w.len(), 3, "{w:?}");
+    assert!(
+        w.iter()
+            .any(|m| m.contains("remotes[0].fullPeerResyncPeriod"))
+    );
+    assert!(w.iter().any(|m| m.contains("local.x")));
+}
+
+#[test]
+fn five_character_names_fit() {
+    let (c, _) = parse(&one_remote("").replace(r#""name":"b""#, r#""name":"abcde""#)).unwrap();
+    assert_eq!(c.remotes[0].device_name().len(), 15);
+}

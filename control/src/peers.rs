@@ -1,0 +1,241 @@
+//! Pure: remote Nodes → the desired peer set of one tunnel. A node without our
+//! annotations is not a peer; a malformed one is skipped with a reason (the others still
+//! apply, unlike the original, which blocked the whole remote).
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use ip_network::IpNetwork;
+use k8s_openapi::api::core::v1::Node;
+
+use crate::config::{overlaps, parse_cidr};
+
+/// Keepalive for every peer, as in the original.
+pub const PERSISTENT_KEEPALIVE: Duration = Duration::from_secs(25);
+
+/// The annotation keys under which a cluster's nodes advertise to `cluster`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AnnotationKeys {
+    /// `<cluster>.wireguard.semaphore.uw.io/pubKey`.
+    pub public_key: String,
+    /// `<cluster>.wireguard.semaphore.uw.io/endpoint`.
+    pub endpoint: String,
+}
+
+impl AnnotationKeys {
+    /// Keys for advertising to (or being advertised to by) `cluster`.
+    pub fn for_cluster(cluster: &str) -> Self {
+        Self {
+            public_key: format!("{cluster}.wireguard.semaphore.uw.io/pubKey"),
+            endpoint: format!("{cluster}.wireguard.semaphore.uw.io/endpoint"),
+        }
+    }
+}
+
+/// One peer the tunnel should have.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DesiredPeer {
+    /// The node it came from.
+    pub node: String,
+    /// The peer's X25519 public key.
+    pub public_key: [u8; 32],
+    /// Where to reach it.
+    pub endpoint: SocketAddr,
+    /// Its pod CIDRs.
+    pub allowed_ips: Vec<IpNetwork>,
+    /// Always [`PERSISTENT_KEEPALIVE`].
+    pub persistent_keepalive: Duration,
+}
+
+/// Why an annotated node is not a peer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SkipReason {
+    /// Only one of the two annotations is present.
+    PartialAnnotations,
+    /// The public key is not 32 bytes of base64.
+    InvalidPublicKey(String),
+    /// The endpoint is not `ip:port`, `[ipv6]:port` or `ipv6:port`.
+    InvalidEndpoint(String),
+    /// Neither `spec.podCIDRs` nor `spec.podCIDR` is set.
+    NoPodCidr,
+    /// A pod CIDR does not parse.
+    InvalidPodCidr(String),
+    /// A pod CIDR lies outside the remote's `podSubnet` (it could capture local traffic).
+    OutsidePodSubnet(String),
+    /// Another node advertises the same public key.
+    DuplicatePublicKey(String),
+}
+
+impl SkipReason {
+    /// Stable label for metrics.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::PartialAnnotations => "partial_annotations",
+            Self::InvalidPublicKey(_) => "invalid_public_key",
+            Self::InvalidEndpoint(_) => "invalid_endpoint",
+            Self::NoPodCidr => "no_pod_cidr",
+            Self::InvalidPodCidr(_) => "invalid_pod_cidr",
+            Self::OutsidePodSubnet(_) => "outside_pod_subnet",
+            Self::DuplicatePublicKey(_) => "duplicate_public_key",
+        }
+    }
+
+    /// Every label, for initialising metric series.
+    pub const LABELS: [&'static str; 7] = [
+        "partial_annotations",
+        "invalid_public_key",
+        "invalid_endpoint",
+        "no_pod_cidr",
+        "invalid_pod_cidr",
+        "outside_pod_subnet",
+        "duplicate_public_key",
+    ];
+}
+
+impl fmt::Display for SkipReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::PartialAnnotations => {
+                f.write_str("only one of the pubKey/endpoint annotations is set")
+            }
+            Self::InvalidPublicKey(v) => write!(f, "invalid public key {v:?}"),
+            Self::InvalidEndpoint(v) => write!(f, "invalid endpoint {v:?}"),
+            Self::NoPodCidr => f.write_str("the node has no pod CIDR"),
+            Self::InvalidPodCidr(v) => write!(f, "invalid pod CIDR {v:?}"),
+            Self::OutsidePodSubnet(v) => write!(f, "pod CIDR {v} is outside the remote pod subnet"),
+            Self::DuplicatePublicKey(other) => {
+                write!(f, "node {other} advertises the same public key")
+            }
+        }
+    }
+}
+
+/// A node that was left out, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Skipped {
+    /// Node name.
+    pub node: String,
+    /// Reason.
+    pub reason: SkipReason,
+}
+
+/// The peers for `nodes` (sorted by node name) and the annotated nodes that were skipped.
+pub fn desired_peers<'a>(
+    nodes: impl IntoIterator<Item = &'a Node>,
+    keys: &AnnotationKeys,
+    pod_subnet: &IpNetwork,
+) -> (Vec<DesiredPeer>, Vec<Skipped>) {
+    let mut peers = Vec::new();
+    let mut skipped = Vec::new();
+    for node in nodes {
+        let name = node.metadata.name.clone().unwrap_or_default();
+        match peer_from_node(node, keys, pod_subnet) {
+            Ok(Some(p)) => peers.push(p),
+            Ok(None) => {}
+            Err(reason) => skipped.push(Skipped { node: name, reason }),
+        }
+    }
+    peers.sort_by(|a, b| a.node.cmp(&b.node));
+    // A key advertised by two nodes is trusted for neither.
+    let mut by_key: HashMap<[u8; 32], Vec<usize>> = HashMap::new();
+    for (i, p) in peers.iter().enumerate() {
+        by_key.entry(p.public_key).or_default().push(i);
+    }
+    let mut drop = vec![false; peers.len()];
+    for idx in by_key.values().filter(|v| v.len() > 1) {
+        for &i in idx {
+            drop[i] = true;
+            let other = idx
+                .iter()
+                .find(|&&j| j != i)
+                .map(|&j| peers[j].node.clone())
+                .unwrap_or_default();
+            skipped.push(Skipped {
+                node: peers[i].node.clone(),
+                reason: SkipReason::DuplicatePublicKey(other),
+            });
+        }
+    }
+    let mut keep = drop.iter().map(|d| !d);
+    peers.retain(|_| keep.next().unwrap_or(true));
+    skipped.sort_by(|a, b| a.node.cmp(&b.node));
+    (peers, skipped)
+}
+
+/// One node: `Ok(None)` when it does not advertise to us at all.
+pub fn peer_from_node(
+    node: &Node,
+    keys: &AnnotationKeys,
+    pod_subnet: &IpNetwork,
+) -> Result<Option<DesiredPeer>, SkipReason> {
+    let annotations = node.metadata.annotations.as_ref();
+    let key = annotations.and_then(|a| a.get(&keys.public_key));
+    let endpoint = annotations.and_then(|a| a.get(&keys.endpoint));
+    let (key, endpoint) = match (key, endpoint) {
+        (None, None) => return Ok(None),
+        (Some(k), Some(e)) => (k, e),
+        _ => return Err(SkipReason::PartialAnnotations),
+    };
+    let public_key =
+        parse_public_key(key).ok_or_else(|| SkipReason::InvalidPublicKey(key.clone()))?;
+    let endpoint =
+        parse_endpoint(endpoint).ok_or_else(|| SkipReason::InvalidEndpoint(endpoint.clone()))?;
+    let spec = node.spec.as_ref();
+    let cidrs: Vec<String> = match spec
+        .and_then(|s| s.pod_cidrs.clone())
+        .filter(|v| !v.is_empty())
+    {
+        Some(v) => v,
+        None => spec.and_then(|s| s.pod_cidr.clone()).into_iter().collect(),
+    };
+    if cidrs.is_empty() {
+        return Err(SkipReason::NoPodCidr);
+    }
+    let mut allowed_ips = Vec::with_capacity(cidrs.len());
+    for c in &cidrs {
+        let net = parse_cidr(c).ok_or_else(|| SkipReason::InvalidPodCidr(c.clone()))?;
+        let inside = pod_subnet.netmask() <= net.netmask() && overlaps(pod_subnet, &net);
+        if !inside {
+            return Err(SkipReason::OutsidePodSubnet(net.to_string()));
+        }
+        allowed_ips.push(net);
+    }
+    Ok(Some(DesiredPeer {
+        node: node.metadata.name.clone().unwrap_or_default(),
+        public_key,
+        endpoint,
+        allowed_ips,
+        persistent_keepalive: PERSISTENT_KEEPALIVE,
+    }))
+}
+
+/// A 32-byte key in standard base64.
+pub fn parse_public_key(s: &str) -> Option<[u8; 32]> {
+    STANDARD.decode(s.trim()).ok()?.try_into().ok()
+}
+
+/// `ip:port`, `[ipv6]:port`, or the original's unbracketed `ipv6:port`.
+pub fn parse_endpoint(s: &str) -> Option<SocketAddr> {
+    let s = s.trim();
+    if let Ok(a) = s.parse::<SocketAddr>() {
+        return Some(a);
+    }
+    let (ip, port) = s.rsplit_once(':')?;
+    let ip: IpAddr = ip.parse().ok()?;
+    if !ip.is_ipv6() || port.is_empty() || !port.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some(SocketAddr::new(ip, port.parse().ok()?))
+}
+
+/// The endpoint we advertise: `<ip>:<port>`, IPv6 bracketed.
+pub fn format_endpoint(ip: IpAddr, port: u16) -> String {
+    SocketAddr::new(ip, port).to_string()
+}
+
+#[cfg(test)]
+mod tests;

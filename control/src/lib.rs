@@ -4,5 +4,9 @@
 //! touches packets or sockets.
 #![forbid(unsafe_code)]
 
+pub mod advertise;
 pub mod config;
+pub mod netlink;
 pub mod peers;
+pub mod remote;
+pub mod sync;

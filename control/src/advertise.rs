@@ -1,0 +1,219 @@
+//! Our own Node's annotations: for every remote, `<remote>.wireguard.semaphore.uw.io/pubKey`
+//! and `/endpoint` (`<first InternalIP>:<port>`, IPv6 bracketed). Patched at start, then
+//! re-asserted whenever a watch of our Node shows them changed or removed.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Node;
+use kube::Api;
+use kube::api::{Patch, PatchParams};
+use kube::runtime::WatchStreamExt;
+use kube::runtime::watcher::{self, Event};
+
+use crate::peers::{AnnotationKeys, format_endpoint};
+
+/// What we advertise to one remote cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Advert {
+    /// Remote cluster name (the annotation prefix).
+    pub remote: String,
+    /// Our public key for it, base64.
+    pub public_key: String,
+    /// Our UDP port for it.
+    pub port: u16,
+}
+
+/// State of the advertiser, for health checks and metrics.
+#[derive(Default, Debug)]
+pub struct AdvertStatus {
+    /// Our annotations are in place (set after the first successful patch).
+    pub advertised: AtomicBool,
+    /// Patches sent.
+    pub patches: AtomicU64,
+    /// Patch or read failures.
+    pub failures: AtomicU64,
+}
+
+/// The first `InternalIP` of a node.
+pub fn internal_ip(node: &Node) -> Option<IpAddr> {
+    node.status
+        .as_ref()?
+        .addresses
+        .as_ref()?
+        .iter()
+        .filter(|a| a.type_ == "InternalIP")
+        .find_map(|a| a.address.parse().ok())
+}
+
+/// The annotations `adverts` call for on a node with address `ip`.
+pub fn wanted_annotations(adverts: &[Advert], ip: IpAddr) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    for a in adverts {
+        let keys = AnnotationKeys::for_cluster(&a.remote);
+        out.insert(keys.public_key, a.public_key.clone());
+        out.insert(keys.endpoint, format_endpoint(ip, a.port));
+    }
+    out
+}
+
+/// The subset of `wanted` that `node` does not carry with the same value.
+pub fn missing(node: &Node, wanted: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+    let have = node.metadata.annotations.as_ref();
+    wanted
+        .iter()
+        .filter(|(k, v)| have.and_then(|h| h.get(*k)) != Some(*v))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
+
+/// Keeps our annotations on Node `node_name` until `shutdown` resolves.
+pub async fn run(
+    client: kube::Client,
+    node_name: String,
+    adverts: Vec<Advert>,
+    status: Arc<AdvertStatus>,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    let api: Api<Node> = Api::all(client);
+    let config = watcher::Config::default().fields(&format!("metadata.name={node_name}"));
+    let mut events = watcher::watcher(api.clone(), config)
+        .default_backoff()
+        .boxed();
+    tokio::pin!(shutdown);
+    loop {
+        let node = tokio::select! {
+            _ = &mut shutdown => return,
+            ev = events.next() => match ev {
+                None => return,
+                Some(Ok(Event::Apply(n) | Event::InitApply(n))) => n,
+                Some(Ok(_)) => continue,
+                Some(Err(e)) => {
+                    status.failures.fetch_add(1, Relaxed);
+                    tracing::warn!(node = %node_name, error = %e, "watching our node failed; retrying");
+                    continue;
+                }
+            },
+        };
+        let Some(ip) = internal_ip(&node) else {
+            status.failures.fetch_add(1, Relaxed);
+            tracing::error!(node = %node_name, "our node has no InternalIP address; cannot advertise an endpoint");
+            continue;
+        };
+        let patch = missing(&node, &wanted_annotations(&adverts, ip));
+        if patch.is_empty() {
+            status.advertised.store(true, Relaxed);
+            continue;
+        }
+        let body = serde_json::json!({ "metadata": { "annotations": patch } });
+        let mut delay = Duration::from_secs(1);
+        loop {
+            match api
+                .patch(&node_name, &PatchParams::default(), &Patch::Merge(&body))
+                .await
+            {
+                Ok(_) => {
+                    status.patches.fetch_add(1, Relaxed);
+                    status.advertised.store(true, Relaxed);
+                    tracing::info!(node = %node_name, annotations = ?patch.keys().collect::<Vec<_>>(), "advertised");
+                    break;
+                }
+                Err(e) => {
+                    status.failures.fetch_add(1, Relaxed);
+                    tracing::warn!(node = %node_name, error = %e, retry_in = ?delay, "patching our node failed");
+                    tokio::select! {
+                        _ = &mut shutdown => return,
+                        _ = tokio::time::sleep(delay) => {}
+                    }
+                    delay = (delay * 2).min(Duration::from_secs(60));
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::api::core::v1::{NodeAddress, NodeStatus};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+    use super::*;
+
+    fn node(addrs: &[(&str, &str)], ann: &[(&str, &str)]) -> Node {
+        Node {
+            metadata: ObjectMeta {
+                name: Some("n".into()),
+                annotations: Some(
+                    ann.iter()
+                        .map(|(k, v)| (k.to_string(), v.to_string()))
+                        .collect(),
+                ),
+                ..Default::default()
+            },
+            spec: None,
+            status: Some(NodeStatus {
+                addresses: Some(
+                    addrs
+                        .iter()
+                        .map(|(t, a)| NodeAddress {
+                            type_: t.to_string(),
+                            address: a.to_string(),
+                        })
+                        .collect(),
+                ),
+                ..Default::default()
+            }),
+        }
+    }
+
+    #[test]
+    fn first_internal_ip_wins() {
+        let n = node(
+            &[
+                ("Hostname", "n"),
+                ("ExternalIP", "1.1.1.1"),
+                ("InternalIP", "10.0.0.5"),
+                ("InternalIP", "10.0.0.6"),
+            ],
+            &[],
+        );
+        assert_eq!(internal_ip(&n), Some("10.0.0.5".parse().unwrap()));
+        assert_eq!(internal_ip(&node(&[("Hostname", "n")], &[])), None);
+    }
+
+    #[test]
+    fn wanted_and_missing() {
+        let adverts = vec![
+            Advert {
+                remote: "gcp".into(),
+                public_key: "K1".into(),
+                port: 51820,
+            },
+            Advert {
+                remote: "aws".into(),
+                public_key: "K2".into(),
+                port: 51821,
+            },
+        ];
+        let w = wanted_annotations(&adverts, "fd00::5".parse().unwrap());
+        assert_eq!(w["gcp.wireguard.semaphore.uw.io/pubKey"], "K1");
+        assert_eq!(
+            w["aws.wireguard.semaphore.uw.io/endpoint"],
+            "[fd00::5]:51821"
+        );
+        let n = node(
+            &[],
+            &[
+                ("gcp.wireguard.semaphore.uw.io/pubKey", "K1"),
+                ("gcp.wireguard.semaphore.uw.io/endpoint", "old"),
+            ],
+        );
+        let m = missing(&n, &w);
+        assert_eq!(m.len(), 3);
+        assert!(!m.contains_key("gcp.wireguard.semaphore.uw.io/pubKey"));
+    }
+}

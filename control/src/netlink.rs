@@ -1,0 +1,130 @@
+//! The only netlink user: finds links, removes a same-named link that is not a TUN (a
+//! kernel `wireguard` link left by the Go original, say), and keeps the remote pod
+//! subnet routed through the device (`<podSubnet> dev wireguard.<remote> scope link`,
+//! main table, replace semantics).
+
+use std::net::IpAddr;
+
+use futures::TryStreamExt;
+use ip_network::IpNetwork;
+use rtnetlink::packet_route::link::{InfoKind, LinkAttribute, LinkInfo, LinkMessage};
+use rtnetlink::packet_route::route::RouteScope;
+use rtnetlink::{Handle, RouteMessageBuilder};
+
+/// A netlink failure, with what was being done.
+#[derive(Debug, thiserror::Error)]
+#[error("netlink: {what}: {source}")]
+pub struct NetlinkError {
+    what: String,
+    #[source]
+    source: Box<dyn std::error::Error + Send + Sync>,
+}
+
+fn nl_err(
+    what: impl Into<String>,
+    e: impl std::error::Error + Send + Sync + 'static,
+) -> NetlinkError {
+    NetlinkError {
+        what: what.into(),
+        source: Box::new(e),
+    }
+}
+
+/// A link as netlink reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Link {
+    /// Interface index.
+    pub index: u32,
+    /// `IFLA_INFO_KIND` (`tun`, `wireguard`, ...), if any.
+    pub kind: Option<String>,
+}
+
+/// A netlink connection (its I/O task runs on the current tokio runtime).
+#[derive(Clone)]
+pub struct Netlink {
+    handle: Handle,
+}
+
+impl Netlink {
+    /// Opens the connection. Must be called inside a tokio runtime.
+    pub fn connect() -> Result<Self, NetlinkError> {
+        let (conn, handle, _) =
+            rtnetlink::new_connection().map_err(|e| nl_err("open socket", e))?;
+        tokio::spawn(conn);
+        Ok(Self { handle })
+    }
+
+    /// The link called `name`, if it exists.
+    pub async fn link(&self, name: &str) -> Result<Option<Link>, NetlinkError> {
+        let mut links = self
+            .handle
+            .link()
+            .get()
+            .match_name(name.to_string())
+            .execute();
+        match links.try_next().await {
+            Ok(Some(msg)) => Ok(Some(describe(&msg))),
+            Ok(None) => Ok(None),
+            // ENODEV: no such link.
+            Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -19 => Ok(None),
+            Err(e) => Err(nl_err(format!("get link {name}"), e)),
+        }
+    }
+
+    /// Deletes link `name` if it exists and is not a TUN device; true if one was deleted.
+    pub async fn remove_foreign_link(&self, name: &str) -> Result<bool, NetlinkError> {
+        match self.link(name).await? {
+            Some(link) if link.kind.as_deref() != Some("tun") => {
+                self.handle
+                    .link()
+                    .del(link.index)
+                    .execute()
+                    .await
+                    .map_err(|e| nl_err(format!("delete link {name}"), e))?;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    /// Routes `subnet` through link `ifname` (scope link, main table), replacing any
+    /// route to the same destination.
+    pub async fn ensure_route(&self, ifname: &str, subnet: IpNetwork) -> Result<(), NetlinkError> {
+        let link = self.link(ifname).await?.ok_or_else(|| {
+            nl_err(
+                format!("route via {ifname}"),
+                std::io::Error::from(std::io::ErrorKind::NotFound),
+            )
+        })?;
+        let addr: IpAddr = subnet.network_address();
+        let msg = RouteMessageBuilder::<IpAddr>::new()
+            .destination_prefix(addr, subnet.netmask())
+            .map_err(|e| nl_err(format!("route {subnet}"), e))?
+            .output_interface(link.index)
+            .scope(RouteScope::Link)
+            .build();
+        self.handle
+            .route()
+            .add(msg)
+            .replace()
+            .execute()
+            .await
+            .map_err(|e| nl_err(format!("replace route {subnet} dev {ifname}"), e))
+    }
+}
+
+fn describe(msg: &LinkMessage) -> Link {
+    let kind = msg.attributes.iter().find_map(|a| match a {
+        LinkAttribute::LinkInfo(infos) => infos.iter().find_map(|i| match i {
+            LinkInfo::Kind(InfoKind::Tun) => Some("tun".to_string()),
+            LinkInfo::Kind(InfoKind::Wireguard) => Some("wireguard".to_string()),
+            LinkInfo::Kind(other) => Some(other.to_string()),
+            _ => None,
+        }),
+        _ => None,
+    });
+    Link {
+        index: msg.header.index,
+        kind,
+    }
+}

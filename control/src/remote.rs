@@ -1,0 +1,133 @@
+//! `kube::Client`s for the local cluster (kubeconfig or in-cluster) and for each remote:
+//! a kubeconfig, or `remoteAPIURL` + the CA fetched as PEM from `remoteCAURL` + a bearer
+//! token file that kube-client re-reads (so projected, rotating tokens keep working).
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Client, Config};
+
+use crate::config::RemoteAccess;
+
+/// A client could not be built.
+#[derive(Debug, thiserror::Error)]
+#[error("{what}: {reason}")]
+pub struct ClientError {
+    what: String,
+    reason: String,
+}
+
+fn cerr(what: impl Into<String>, reason: impl std::fmt::Display) -> ClientError {
+    ClientError {
+        what: what.into(),
+        reason: reason.to_string(),
+    }
+}
+
+/// The local cluster's client: from `kubeconfig`, or the in-cluster service account.
+pub async fn local_client(kubeconfig: Option<&str>) -> Result<Client, ClientError> {
+    let config = match kubeconfig {
+        Some(path) => from_kubeconfig(path).await?,
+        None => Config::incluster().map_err(|e| cerr("in-cluster configuration", e))?,
+    };
+    Client::try_from(config).map_err(|e| cerr("local cluster client", e))
+}
+
+/// A remote cluster's client.
+pub async fn remote_client(access: &RemoteAccess) -> Result<Client, ClientError> {
+    let config = match access {
+        RemoteAccess::KubeConfig(path) => from_kubeconfig(path).await?,
+        RemoteAccess::Token {
+            api_url,
+            ca_url,
+            token_path,
+        } => {
+            let uri = api_url
+                .parse()
+                .map_err(|e| cerr(format!("remoteAPIURL {api_url:?}"), e))?;
+            let mut config = Config::new(uri);
+            if api_url.starts_with("https://") {
+                let pem = fetch_text(ca_url).await?;
+                let ders = pem_certificates(&pem);
+                if ders.is_empty() {
+                    return Err(cerr(
+                        format!("remoteCAURL {ca_url}"),
+                        "no PEM certificate in the response",
+                    ));
+                }
+                config.root_cert = Some(ders);
+            }
+            std::fs::metadata(token_path)
+                .map_err(|e| cerr(format!("remoteSATokenPath {token_path}"), e))?;
+            config.auth_info.token_file = Some(token_path.clone());
+            config
+        }
+    };
+    Client::try_from(config).map_err(|e| cerr("remote cluster client", e))
+}
+
+async fn from_kubeconfig(path: &str) -> Result<Config, ClientError> {
+    let kc = Kubeconfig::read_from(path).map_err(|e| cerr(format!("kubeconfig {path}"), e))?;
+    Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+        .await
+        .map_err(|e| cerr(format!("kubeconfig {path}"), e))
+}
+
+/// GETs `url` (http or https with the system's roots) and returns the body.
+async fn fetch_text(url: &str) -> Result<String, ClientError> {
+    let what = || format!("remoteCAURL {url}");
+    let uri: http::Uri = url.parse().map_err(|e| cerr(what(), e))?;
+    let base = format!(
+        "{}://{}",
+        uri.scheme_str().unwrap_or("https"),
+        uri.authority().map(|a| a.as_str()).unwrap_or("")
+    );
+    let config = Config::new(base.parse().map_err(|e| cerr(what(), e))?);
+    let client = Client::try_from(config).map_err(|e| cerr(what(), e))?;
+    let path = uri
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or("/")
+        .to_string();
+    let req = http::Request::get(path)
+        .body(Vec::new())
+        .map_err(|e| cerr(what(), e))?;
+    client.request_text(req).await.map_err(|e| cerr(what(), e))
+}
+
+/// The DER bytes of every `CERTIFICATE` block in a PEM document.
+pub fn pem_certificates(pem: &str) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut body: Option<String> = None;
+    for line in pem.lines().map(str::trim) {
+        match (&mut body, line) {
+            (None, "-----BEGIN CERTIFICATE-----") => body = Some(String::new()),
+            (Some(b), "-----END CERTIFICATE-----") => {
+                if let Ok(der) = STANDARD.decode(b.as_bytes()) {
+                    out.push(der);
+                }
+                body = None;
+            }
+            (Some(b), l) => b.push_str(l),
+            (None, _) => {}
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pem_blocks_are_decoded() {
+        let pem = "junk\n-----BEGIN CERTIFICATE-----\nAAEC\nAw==\n-----END CERTIFICATE-----\n\
+                   -----BEGIN CERTIFICATE-----\nBAU=\n-----END CERTIFICATE-----\n";
+        assert_eq!(pem_certificates(pem), vec![vec![0, 1, 2, 3], vec![4, 5]]);
+        assert!(pem_certificates("nothing here").is_empty());
+        assert!(
+            pem_certificates("-----BEGIN CERTIFICATE-----\n!!!\n-----END CERTIFICATE-----")
+                .is_empty()
+        );
+    }
+}

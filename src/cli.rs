@@ -1,4 +1,6 @@
-//! Command line.
+//! Command line. Run mode is the default and takes the Go original's flags, with one or
+//! two dashes (`-node-name x`, `--node-name=x`), each also set by its `SWG_*` variable
+//! (the flag wins; an empty variable counts as unset).
 
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -7,10 +9,17 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// Userspace WireGuard for Kubernetes nodes without the wireguard kernel module.
 #[derive(Parser, Debug)]
-#[command(name = "semaphore-wireguard", version, arg_required_else_help = true)]
+#[command(
+    name = "semaphore-wireguard",
+    version,
+    args_conflicts_with_subcommands = true
+)]
 pub struct Cli {
     #[command(subcommand)]
-    pub command: Command,
+    pub command: Option<Command>,
+
+    #[command(flatten)]
+    pub run: RunArgs,
 }
 
 #[derive(Subcommand, Debug)]
@@ -18,6 +27,33 @@ pub enum Command {
     /// Create a WireGuard interface on a TUN device and serve the UAPI socket that `wg`
     /// uses, like wireguard-go. Stops on SIGTERM/SIGINT or when the socket is deleted.
     Tunnel(TunnelArgs),
+}
+
+/// The DaemonSet agent (the default mode).
+#[derive(Args, Debug, Clone)]
+pub struct RunArgs {
+    /// Path to the clusters config JSON.
+    #[arg(long, env = "SWG_CLUSTERS_CONFIG", value_name = "PATH")]
+    pub clusters_config: Option<PathBuf>,
+
+    /// Address for /healthz, /readyz and /metrics.
+    #[arg(long, env = "SWG_LISTEN_ADDRESS", default_value = ":7773")]
+    pub listen_address: String,
+
+    /// Name of the Kubernetes node this agent runs on.
+    #[arg(long, env = "SWG_NODE_NAME")]
+    pub node_name: Option<String>,
+
+    /// Directory of the WireGuard private keys.
+    #[arg(
+        long,
+        env = "SWG_WG_KEY_PATH",
+        default_value = "/var/lib/semaphore-wireguard"
+    )]
+    pub wg_key_path: PathBuf,
+
+    #[command(flatten)]
+    pub log: LogArgs,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -71,6 +107,37 @@ fn parse_ifname(s: &str) -> Result<String, String> {
     Ok(s.to_string())
 }
 
+/// Long flags the Go original accepted with a single dash.
+const GO_FLAGS: [&str; 6] = [
+    "clusters-config",
+    "listen-address",
+    "log-level",
+    "node-name",
+    "wg-key-path",
+    "log-format",
+];
+
+/// Rewrites `-flag` / `-flag=v` of the Go original to `--flag`.
+pub fn normalize(args: Vec<OsString>) -> Vec<OsString> {
+    let mut out = Vec::with_capacity(args.len());
+    let mut rest = false;
+    for (i, a) in args.into_iter().enumerate() {
+        let s = a.to_string_lossy();
+        if i == 0 || rest || s.starts_with("--") || !s.starts_with('-') {
+            rest |= s == "--";
+            out.push(a);
+            continue;
+        }
+        let name = s[1..].split('=').next().unwrap_or("");
+        if GO_FLAGS.contains(&name) {
+            out.push(format!("-{s}").into());
+        } else {
+            out.push(a);
+        }
+    }
+    out
+}
+
 /// The process arguments; invoked under a name ending in `-tunnel` (a symlink, for
 /// `WG_QUICK_USERSPACE_IMPLEMENTATION`), the `tunnel` subcommand is implied.
 pub fn args() -> Vec<OsString> {
@@ -86,17 +153,50 @@ pub fn args() -> Vec<OsString> {
     if implied {
         args.insert(1, "tunnel".into());
     }
-    args
+    normalize(args)
+}
+
+/// Run-mode arguments with the required ones checked.
+#[derive(Debug)]
+pub struct RunRequired {
+    pub clusters_config: PathBuf,
+    pub node_name: String,
+}
+
+impl RunArgs {
+    /// Checks what the original required; the message names the flag and the variable.
+    pub fn required(&self) -> Result<RunRequired, String> {
+        let clusters_config = self
+            .clusters_config
+            .clone()
+            .filter(|p| !p.as_os_str().is_empty())
+            .ok_or("Must specify a clusters config file location (-clusters-config or SWG_CLUSTERS_CONFIG)")?;
+        let node_name = self
+            .node_name
+            .clone()
+            .filter(|n| !n.is_empty())
+            .ok_or("Must specify the kube node that semaphore-wireguard runs on (-node-name or SWG_NODE_NAME)")?;
+        Ok(RunRequired {
+            clusters_config,
+            node_name,
+        })
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(normalize(args.iter().map(OsString::from).collect()))
+    }
+
     #[test]
     fn tunnel_args_parse() {
-        let cli = Cli::try_parse_from(["x", "tunnel", "-f", "wg0"]).unwrap();
-        let Command::Tunnel(t) = cli.command;
+        let cli = parse(&["x", "tunnel", "-f", "wg0"]).unwrap();
+        let Some(Command::Tunnel(t)) = cli.command else {
+            panic!()
+        };
         assert!(t.foreground);
         assert_eq!(t.interface, "wg0");
         assert_eq!(t.mtu, 1420);
@@ -104,8 +204,39 @@ mod tests {
 
     #[test]
     fn bad_interface_names_are_refused() {
-        assert!(Cli::try_parse_from(["x", "tunnel", "a-very-long-interface-name"]).is_err());
-        assert!(Cli::try_parse_from(["x", "tunnel", "a/b"]).is_err());
-        assert!(Cli::try_parse_from(["x", "tunnel", "-f", "--mtu", "100", "wg0"]).is_err());
+        assert!(parse(&["x", "tunnel", "a-very-long-interface-name"]).is_err());
+        assert!(parse(&["x", "tunnel", "a/b"]).is_err());
+        assert!(parse(&["x", "tunnel", "-f", "--mtu", "100", "wg0"]).is_err());
+    }
+
+    #[test]
+    fn go_style_flags() {
+        let cli = parse(&[
+            "x",
+            "-node-name",
+            "n1",
+            "-clusters-config=/c.json",
+            "--wg-key-path",
+            "/k",
+            "-log-format",
+            "json",
+        ])
+        .unwrap();
+        assert!(cli.command.is_none());
+        let r = cli.run.required().unwrap();
+        assert_eq!(r.node_name, "n1");
+        assert_eq!(r.clusters_config, PathBuf::from("/c.json"));
+        assert_eq!(cli.run.wg_key_path, PathBuf::from("/k"));
+        assert_eq!(cli.run.log.log_format, LogFormat::Json);
+        assert_eq!(cli.run.listen_address, ":7773");
+        assert!(parse(&["x", "-bogus", "1"]).is_err());
+    }
+
+    #[test]
+    fn missing_required_flags_are_named() {
+        let cli = parse(&["x", "-node-name", "n1"]).unwrap();
+        assert!(cli.run.required().unwrap_err().contains("-clusters-config"));
+        let cli = parse(&["x", "-clusters-config", "c", "-node-name", ""]).unwrap();
+        assert!(cli.run.required().unwrap_err().contains("-node-name"));
     }
 }

@@ -2,49 +2,120 @@
 #![forbid(unsafe_code)]
 
 mod cli;
+mod http;
+mod keys;
 mod logging;
+mod metrics;
+mod run;
 mod standalone;
+mod state;
+mod wiring;
 
 use std::process::ExitCode;
 
 use clap::Parser;
 
+fn fail(msg: impl std::fmt::Display) -> ExitCode {
+    eprintln!("semaphore-wireguard: {msg}");
+    ExitCode::FAILURE
+}
+
+fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+}
+
 fn main() -> ExitCode {
-    let cli = cli::Cli::parse_from(cli::args());
-    match cli.command {
-        cli::Command::Tunnel(args) => {
-            if !args.foreground {
-                return match standalone::daemonize(&args) {
-                    Ok(()) => ExitCode::SUCCESS,
-                    Err(e) => {
-                        eprintln!("semaphore-wireguard: {e:#}");
-                        ExitCode::FAILURE
-                    }
-                };
-            }
-            if let Err(e) = logging::init(args.log.log_format, &args.log.log_level) {
-                eprintln!("semaphore-wireguard: {e:#}");
-                return ExitCode::FAILURE;
-            }
-            let runtime = match tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-            {
-                Ok(rt) => rt,
-                Err(e) => {
-                    eprintln!("semaphore-wireguard: cannot start the runtime: {e}");
-                    return ExitCode::FAILURE;
-                }
+    let cli = match cli::Cli::try_parse_from(cli::args()) {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.use_stderr() {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
             };
-            match runtime.block_on(standalone::run(args)) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    tracing::error!("{e:#}");
-                    eprintln!("semaphore-wireguard: {e:#}");
-                    ExitCode::FAILURE
-                }
-            }
+            let _ = e.print();
+            return code;
+        }
+    };
+    match cli.command {
+        Some(cli::Command::Tunnel(args)) => tunnel(args),
+        None => run_mode(cli.run),
+    }
+}
+
+fn tunnel(args: cli::TunnelArgs) -> ExitCode {
+    if !args.foreground {
+        return match standalone::daemonize(&args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => fail(format!("{e:#}")),
+        };
+    }
+    if let Err(e) = logging::init(args.log.log_format, &args.log.log_level) {
+        return fail(format!("{e:#}"));
+    }
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(e) => return fail(format!("cannot start the runtime: {e}")),
+    };
+    match rt.block_on(standalone::run(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            fail(format!("{e:#}"))
+        }
+    }
+}
+
+fn run_mode(args: cli::RunArgs) -> ExitCode {
+    let required = match args.required() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("semaphore-wireguard: {e}\n\nRun with --help for usage.");
+            return ExitCode::FAILURE;
+        }
+    };
+    let text = match std::fs::read_to_string(&required.clusters_config) {
+        Ok(t) => t,
+        Err(e) => {
+            return fail(format!(
+                "cannot read clusters config {}: {e}",
+                required.clusters_config.display()
+            ));
+        }
+    };
+    let (config, warnings) = match control::config::parse(&text) {
+        Ok(c) => c,
+        Err(e) => {
+            return fail(format!(
+                "clusters config {}: {e}",
+                required.clusters_config.display()
+            ));
+        }
+    };
+    if let Err(e) = logging::init(args.log.log_format, &args.log.log_level) {
+        return fail(format!("{e:#}"));
+    }
+    for w in warnings {
+        tracing::warn!(config = %required.clusters_config.display(), "{w}");
+    }
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(e) => return fail(format!("cannot start the runtime: {e}")),
+    };
+    let listen = if args.listen_address.is_empty() {
+        ":7773".to_string()
+    } else {
+        args.listen_address
+    };
+    let opts = run::RunOptions::new(required.node_name, listen, args.wg_key_path);
+    match rt.block_on(run::run(config, opts)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            fail(format!("{e:#}"))
         }
     }
 }

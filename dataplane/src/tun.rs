@@ -17,6 +17,17 @@ pub struct TunDevice {
 impl TunDevice {
     /// Creates (or attaches to) the TUN device `name` with `mtu`; `up` also sets the link up.
     pub fn create(name: &str, mtu: u16, up: bool) -> Result<Self, Error> {
+        Self::open(name, mtu, up, false)
+    }
+
+    /// Like [`TunDevice::create`], but the device is made persistent: it stays, with its
+    /// addresses and routes, when this process exits, and a restarted process attaches to
+    /// it again (packets routed to it meanwhile are dropped, not misrouted).
+    pub fn create_persistent(name: &str, mtu: u16, up: bool) -> Result<Self, Error> {
+        Self::open(name, mtu, up, true)
+    }
+
+    fn open(name: &str, mtu: u16, up: bool, persist: bool) -> Result<Self, Error> {
         let err = |source: io::Error| Error::Tun {
             name: name.to_string(),
             source,
@@ -39,6 +50,9 @@ impl TunDevice {
             builder = builder.enable(true);
         }
         let dev = builder.build_async().map_err(err)?;
+        if persist {
+            dev.persist().map_err(err)?;
+        }
         let name = dev.name().map_err(err)?;
         Ok(Self { dev, name })
     }

@@ -81,6 +81,12 @@ pub trait Device: Send + Sync + 'static {
     ) -> Result<(), ConfigError>;
 }
 
+impl std::fmt::Debug for dyn Device {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Device({})", self.name())
+    }
+}
+
 /// State shared by a tunnel's tasks and its handles.
 pub(crate) struct Shared<B: UdpBinder> {
     pub(crate) name: String,

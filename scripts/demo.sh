@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
-# Demo: two network namespaces joined by a veth, our userspace WireGuard in each (release
-# build), configured with the real `wg` tool; pings across, a short iperf3, `wg show`.
-# Everything it creates is removed at exit, even on failure. Needs root.
+# Demo: the seed's two-cluster scenario on one machine. Cluster "aws" (pods 10.2.0.0/16)
+# and cluster "gcp" (pods 10.4.0.0/16), two nodes each, each cluster with its own fake
+# Kubernetes API server; every node runs semaphore-wireguard in run mode (release build)
+# in its own network namespace, with a "pod" behind a veth. Prints the annotations,
+# `wg show`, routes, pod-to-pod pings and a short iperf3. Removes everything at exit,
+# even on failure. Needs root.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ "$(id -u)" = 0 ] || { echo "run as root: sudo $0" >&2; exit 1; }
 need=()
-for tool in wg:wireguard-tools iperf3:iperf3 ping:iputils-ping bc:bc; do
+for tool in wg:wireguard-tools iperf3:iperf3 ping:iputils-ping bc:bc unshare:util-linux; do
     command -v "${tool%%:*}" >/dev/null || need+=("${tool#*:}")
 done
 if [ ${#need[@]} -gt 0 ]; then
@@ -14,32 +17,52 @@ if [ ${#need[@]} -gt 0 ]; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
 echo "== building (release)"
-cargo build --release --locked -j2 --bin semaphore-wireguard 2>&1 | tail -1
+cargo build --release --locked -j2 --bin semaphore-wireguard --bin fake-apiserver 2>&1 | tail -1
 export SWG_BIN="$PWD/target/release/semaphore-wireguard"
+export FAKE_APISERVER_BIN="$PWD/target/release/fake-apiserver"
 # shellcheck source=../tests/netns/lib.sh
 source tests/netns/lib.sh
+# shellcheck source=../tests/netns/clusters-lib.sh
+source tests/netns/clusters-lib.sh
 set +e
 
 say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
-say "namespaces $NS_A ($UA4, $UA6) and $NS_B ($UB4, $UB6) over a veth"
-say "starting 'semaphore-wireguard tunnel $IF_A' and '... $IF_B', configuring them with wg set"
-pair ours ours 4
-ip -n "$NS_A" -brief addr show dev "$IF_A"
-ip -n "$NS_B" -brief addr show dev "$IF_B"
+say "bringing up: fake API servers for aws and gcp, 4 node namespaces with the agent, 4 pod namespaces"
+clusters_up
+for n in $NODES; do echo "  $n: node $(node_ip "$n"), pod $(pod_ip "$n") in $(pod_cidr "$n")"; done
 
-say "ping $IB4 and $IB6 from $NS_A through the tunnel"
-ip netns exec "$NS_A" ping -c 3 -i 0.3 "$IB4"
-ip netns exec "$NS_A" ping -c 3 -i 0.3 "$IB6"
+say "annotations each agent put on its own Node"
+for n in $NODES; do
+    c=$(cluster_of "$n")
+    o=$(other_cluster "$n")
+    echo "  $c/$n: $o.wireguard.semaphore.uw.io/pubKey=$(annotation "$c" "$n" "$o.wireguard.semaphore.uw.io/pubKey")"
+    echo "  $c/$n: $o.wireguard.semaphore.uw.io/endpoint=$(annotation "$c" "$n" "$o.wireguard.semaphore.uw.io/endpoint")"
+done
 
-say "iperf3, 3 seconds, TCP $NS_A -> $NS_B"
-ip netns exec "$NS_B" iperf3 -s -1 -B "$IB4" >/dev/null 2>&1 &
+say "routes on aws1 and gcp1"
+ip -n "$(node_ns aws1)" route show 10.4.0.0/16
+ip -n "$(node_ns gcp1)" route show 10.2.0.0/16
+
+say "pod-to-pod pings across the clusters"
+for a in aws1 aws2; do
+    for b in gcp1 gcp2; do
+        ip netns exec "$(pod_ns "$a")" ping -c 1 -W 3 "$(pod_ip "$b")" >/dev/null 2>&1
+        printf '  pod %s (%s) -> pod %s (%s): ' "$a" "$(pod_ip "$a")" "$b" "$(pod_ip "$b")"
+        ip netns exec "$(pod_ns "$a")" ping -c 3 -i 0.2 -q "$(pod_ip "$b")" | tail -1
+    done
+done
+
+say "iperf3, 3 seconds, pod aws1 -> pod gcp1"
+ip netns exec "$(pod_ns gcp1)" iperf3 -s -1 -B "$(pod_ip gcp1)" >/dev/null 2>&1 &
 _pids+=("$!")
 sleep 0.5
-ip netns exec "$NS_A" iperf3 -c "$IB4" -t 3 | grep -E "sender|receiver"
+ip netns exec "$(pod_ns aws1)" iperf3 -c "$(pod_ip gcp1)" -t 3 | grep -E "sender|receiver"
 
-say "wg show (in $NS_A)"
-ip netns exec "$NS_A" wg show "$IF_A"
-say "wg show (in $NS_B)"
-ip netns exec "$NS_B" wg show "$IF_B"
+say "wg show wireguard.gcp (on node aws1, read from its UAPI socket)"
+in_node aws1 wg show wireguard.gcp
+
+say "readiness and a few metrics of aws1 (http://127.0.0.1:7773 in its namespace)"
+echo "  /readyz: $(http_get aws1 /readyz)"
+http_get aws1 /metrics | grep -E '^semaphore_wg_(sync_peers_total|peer_info|peer_receive_bytes_total)' | sed 's/^/  /'
 say "cleaning up"

@@ -52,9 +52,9 @@ section "fuzz targets build"
 cargo check --manifest-path fuzz/Cargo.toml --locked -j2 --bins
 
 section "network namespace tests (root)"
-cargo build --locked -j2 --bin semaphore-wireguard
+cargo build --locked -j2 --bin semaphore-wireguard --bin fake-apiserver
 if [ "$(id -u)" = 0 ]; then
-    SWG_BIN="$PWD/target/debug/semaphore-wireguard" tests/netns/run.sh
+    SWG_BIN="$PWD/target/debug/semaphore-wireguard" FAKE_APISERVER_BIN="$PWD/target/debug/fake-apiserver" tests/netns/run.sh
 elif [ "${CI:-}" = true ]; then
     echo "CI must run as root for the network namespace tests" >&2
     exit 1

@@ -4,11 +4,12 @@
 set -u
 here=$(cd "$(dirname "$0")" && pwd)
 : "${SWG_BIN:?set SWG_BIN to the semaphore-wireguard binary}"
-export SWG_BIN
+: "${FAKE_APISERVER_BIN:?set FAKE_APISERVER_BIN to the fake-apiserver binary}"
+export SWG_BIN FAKE_APISERVER_BIN
 [ "$(id -u)" = 0 ] || { echo "netns tests need root" >&2; exit 1; }
 filter=${1:-}
 passed=0 failed=0 failures=()
-for file in "$here"/tunnel.sh; do
+for file in "$here"/tunnel.sh "$here"/clusters.sh; do
     for t in $(grep -o '^test_[a-z0-9_]*' "$file"); do
         [ -n "$filter" ] && [[ $t != *$filter* ]] && continue
         start=$(date +%s.%N)
@@ -42,7 +43,7 @@ if [ -n "$left_sockets" ]; then
     echo "FAIL leftover sockets: $left_sockets"
     failed=$((failed + 1))
 fi
-left_procs=$(pgrep -af -- ' sw[0-9a-f]{4}[ab]$' || true)
+left_procs=$( (pgrep -af -- ' sw[0-9a-f]{4}[ab]$'; pgrep -af -- '/tmp/swg-netns\.') | grep -v pgrep || true)
 if [ -n "$left_procs" ]; then
     echo "FAIL leftover processes: $left_procs"
     failed=$((failed + 1))

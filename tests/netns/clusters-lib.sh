@@ -1,0 +1,202 @@
+# The seed's two-cluster scenario, shared by the e2e test and the demo. Sourced after
+# lib.sh. Cluster aws (pods 10.2.0.0/16) and gcp (pods 10.4.0.0/16), two nodes each,
+# each cluster with its own fake API server; every node runs the real agent in run mode,
+# in its own network namespace and its own mount namespace (so each node has a private
+# /var/run/wireguard, as separate hosts would); every node has a "pod" behind a veth.
+
+: "${FAKE_APISERVER_BIN:?set FAKE_APISERVER_BIN to the fake-apiserver binary}"
+NS_NET="swg-$RID-net"
+NODES="aws1 aws2 gcp1 gcp2"
+TOKEN_aws="aws-token-$RID"
+TOKEN_gcp="gcp-token-$RID"
+API_aws="http://192.168.240.100:6443"
+API_gcp="http://192.168.240.101:6443"
+
+node_ip() { case $1 in aws1) echo 192.168.240.1 ;; aws2) echo 192.168.240.2 ;; gcp1) echo 192.168.240.3 ;; gcp2) echo 192.168.240.4 ;; gcp3) echo 192.168.240.5 ;; esac; }
+pod_cidr() { case $1 in aws1) echo 10.2.1.0/24 ;; aws2) echo 10.2.2.0/24 ;; gcp1) echo 10.4.1.0/24 ;; gcp2) echo 10.4.2.0/24 ;; gcp3) echo 10.4.3.0/24 ;; esac; }
+pod_ip() { local c; c=$(pod_cidr "$1"); echo "${c%.0/24}.10"; }
+cluster_of() { echo "${1%[0-9]}"; }
+other_cluster() { [ "$(cluster_of "$1")" = aws ] && echo gcp || echo aws; }
+node_ns() { echo "swg-$RID-$1"; }
+pod_ns() { echo "swg-$RID-$1p"; }
+
+# node_json NAME: a Node object as kubelet would have registered it.
+node_json() {
+    printf '{"apiVersion":"v1","kind":"Node","metadata":{"name":"%s","labels":{"kubernetes.io/hostname":"%s"}},"spec":{"podCIDR":"%s","podCIDRs":["%s"]},"status":{"addresses":[{"type":"InternalIP","address":"%s"},{"type":"Hostname","address":"%s"}]}}' \
+        "$1" "$1" "$(pod_cidr "$1")" "$(pod_cidr "$1")" "$(node_ip "$1")" "$1"
+}
+
+# api CLUSTER METHOD PATH [BODY]: a request to a cluster's fake API server (with its token).
+api() {
+    local c=$1 method=$2 path=$3 body=${4:-}
+    local url tok
+    url=$(eval echo "\$API_$c")
+    tok=$(eval echo "\$TOKEN_$c")
+    ip netns exec "$NS_NET" python3 - "$method" "$url$path" "$tok" "$body" <<'PY'
+import sys, urllib.request
+method, url, tok, body = sys.argv[1:5]
+req = urllib.request.Request(url, method=method, data=body.encode() if body else None)
+req.add_header("Authorization", "Bearer " + tok)
+if body:
+    req.add_header("Content-Type", "application/merge-patch+json" if method == "PATCH" else "application/json")
+try:
+    print(urllib.request.urlopen(req, timeout=5).read().decode())
+except urllib.error.HTTPError as e:
+    print(e.read().decode()); sys.exit(1)
+PY
+}
+
+# annotation CLUSTER NODE KEY: one annotation of a node, or nothing.
+annotation() {
+    api "$1" GET "/api/v1/nodes/$2" | python3 -c 'import json,sys; print(json.load(sys.stdin)["metadata"].get("annotations",{}).get(sys.argv[1],""))' "$3"
+}
+
+kubeconfig() {
+    local c=$1 url tok
+    url=$(eval echo "\$API_$c")
+    tok=$(eval echo "\$TOKEN_$c")
+    cat <<KC
+apiVersion: v1
+kind: Config
+clusters:
+- name: $c
+  cluster:
+    server: $url
+users:
+- name: agent
+  user:
+    token: $tok
+contexts:
+- name: $c
+  context:
+    cluster: $c
+    user: agent
+current-context: $c
+KC
+}
+
+# agent_config NODE: the seed's config style, for a node of either cluster.
+agent_config() {
+    local local_c remote_c subnet
+    local_c=$(cluster_of "$1")
+    remote_c=$(other_cluster "$1")
+    [ "$remote_c" = gcp ] && subnet=10.4.0.0/16 || subnet=10.2.0.0/16
+    cat <<CFG
+{
+  "local": { "name": "$local_c", "kubeConfigPath": "$TMP/$local_c.kubeconfig" },
+  "remotes": [
+    { "name": "$remote_c", "kubeConfigPath": "$TMP/$remote_c.kubeconfig",
+      "podSubnet": "$subnet", "wgDeviceMTU": 1420, "wgListenPort": 51820, "resyncPeriod": "30s" }
+  ]
+}
+CFG
+}
+
+# in_node NODE CMD...: run CMD in the node's network and mount namespace view.
+in_node() {
+    local n=$1
+    shift
+    ip netns exec "$(node_ns "$n")" unshare -m sh -c 'mount --bind "$0" /var/run/wireguard && exec "$@"' "$TMP/$n/run" "$@"
+}
+
+# start_agent NODE: the real binary in run mode.
+start_agent() {
+    local n=$1
+    mkdir -p "$TMP/$n/run" "$TMP/$n/keys"
+    agent_config "$n" >"$TMP/$n/config.json"
+    in_node "$n" env SWG_NODE_NAME="$n" "$SWG_BIN" -clusters-config "$TMP/$n/config.json" \
+        -wg-key-path "$TMP/$n/keys" -listen-address 127.0.0.1:7773 -log-level debug >>"$TMP/$n/agent.log" 2>&1 &
+    _pids+=("$!")
+    eval "AGENT_PID_$n=$!"
+}
+
+stop_agent() {
+    local pid
+    pid=$(eval echo "\$AGENT_PID_$1")
+    kill -TERM "$pid" 2>/dev/null
+    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || return 0; sleep 0.1; done
+    fail "agent on $1 did not stop on SIGTERM"
+}
+
+# http_get NODE PATH: the agent's HTTP endpoint; prints "CODE BODY".
+http_get() {
+    ip netns exec "$(node_ns "$1")" python3 - "$2" <<'PY'
+import sys, urllib.request
+try:
+    r = urllib.request.urlopen("http://127.0.0.1:7773" + sys.argv[1], timeout=3)
+    print(r.status, r.read().decode())
+except urllib.error.HTTPError as e:
+    print(e.code, e.read().decode())
+except Exception as e:
+    print(0, e)
+PY
+}
+
+# wait_for SECONDS DESCRIPTION CMD...: poll until CMD succeeds.
+wait_for() {
+    local secs=$1 what=$2
+    shift 2
+    local i
+    for i in $(seq $((secs * 5))); do
+        "$@" >/dev/null 2>&1 && return 0
+        sleep 0.2
+    done
+    fail "timed out after ${secs}s waiting for: $what"
+}
+
+ready() { [ "$(http_get "$1" /readyz | cut -d' ' -f1)" = 200 ]; }
+
+peer_count() { in_node "$1" wg show "wireguard.$(other_cluster "$1")" peers | wc -l; }
+
+# clusters_up: the whole topology, both API servers, all agents, all pods.
+clusters_up() {
+    mkdir -p /var/run/wireguard
+    new_ns "$NS_NET"
+    ip -n "$NS_NET" link add br0 type bridge
+    ip -n "$NS_NET" addr add 192.168.240.100/24 dev br0
+    ip -n "$NS_NET" addr add 192.168.240.101/24 dev br0
+    ip -n "$NS_NET" link set br0 up
+    local c n
+    for c in aws gcp; do
+        kubeconfig "$c" >"$TMP/$c.kubeconfig"
+        local nodes="[" sep=""
+        for n in $NODES; do
+            [ "$(cluster_of "$n")" = "$c" ] || continue
+            nodes="$nodes$sep$(node_json "$n")"
+            sep=","
+        done
+        echo "$nodes]" >"$TMP/$c-nodes.json"
+        local addr
+        [ "$c" = aws ] && addr=192.168.240.100:6443 || addr=192.168.240.101:6443
+        ip netns exec "$NS_NET" "$FAKE_APISERVER_BIN" --listen "$addr" --token "$(eval echo "\$TOKEN_$c")" \
+            --nodes "$TMP/$c-nodes.json" >"$TMP/api-$c.log" 2>&1 &
+        _pids+=("$!")
+    done
+    for n in $NODES; do
+        local ns pns
+        ns=$(node_ns "$n")
+        pns=$(pod_ns "$n")
+        new_ns "$ns"
+        new_ns "$pns"
+        ip link add "u$RID$n" type veth peer name eth0 netns "$ns"
+        ip link set "u$RID$n" netns "$NS_NET"
+        ip -n "$NS_NET" link set "u$RID$n" master br0 up
+        ip -n "$ns" addr add "$(node_ip "$n")/24" dev eth0
+        ip -n "$ns" link set eth0 up
+        ip netns exec "$ns" sysctl -qw net.ipv4.ip_forward=1
+        ip link add "p$RID$n" netns "$ns" type veth peer name eth0 netns "$pns"
+        local gw
+        gw=$(pod_ip "$n" | sed 's/\.10$/.1/')
+        ip -n "$ns" addr add "$gw/24" dev "p$RID$n"
+        ip -n "$ns" link set "p$RID$n" up
+        ip -n "$pns" addr add "$(pod_ip "$n")/24" dev eth0
+        ip -n "$pns" link set eth0 up
+        ip -n "$pns" route add default via "$gw"
+    done
+    wait_for 10 "fake API servers" api aws GET /api/v1/nodes
+    wait_for 10 "fake API servers" api gcp GET /api/v1/nodes
+    for n in $NODES; do start_agent "$n"; done
+    for n in $NODES; do
+        wait_for 30 "$n /readyz" ready "$n"
+    done
+}

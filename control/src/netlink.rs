@@ -8,7 +8,7 @@ use std::net::IpAddr;
 use futures::TryStreamExt;
 use ip_network::IpNetwork;
 use rtnetlink::packet_route::link::{InfoKind, LinkAttribute, LinkInfo, LinkMessage};
-use rtnetlink::packet_route::route::RouteScope;
+use rtnetlink::packet_route::route::{RouteProtocol, RouteScope};
 use rtnetlink::{Handle, RouteMessageBuilder};
 
 /// A netlink failure, with what was being done.
@@ -102,6 +102,8 @@ impl Netlink {
             .map_err(|e| nl_err(format!("route {subnet}"), e))?
             .output_interface(link.index)
             .scope(RouteScope::Link)
+            // What `ip route add` and the Go original use; `ip route` then shows no proto.
+            .protocol(RouteProtocol::Boot)
             .build();
         self.handle
             .route()

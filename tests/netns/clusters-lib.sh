@@ -104,7 +104,9 @@ start_agent() {
     local n=$1
     mkdir -p "$TMP/$n/run" "$TMP/$n/keys"
     agent_config "$n" >"$TMP/$n/config.json"
-    in_node "$n" env SWG_NODE_NAME="$n" "$SWG_BIN" -clusters-config "$TMP/$n/config.json" \
+    # Not through in_node: $! must be the agent itself (each step execs the next).
+    ip netns exec "$(node_ns "$n")" unshare -m sh -c 'mount --bind "$0" /var/run/wireguard && exec "$@"' "$TMP/$n/run" \
+        env SWG_NODE_NAME="$n" "$SWG_BIN" -clusters-config "$TMP/$n/config.json" \
         -wg-key-path "$TMP/$n/keys" -listen-address 127.0.0.1:7773 -log-level debug >>"$TMP/$n/agent.log" 2>&1 &
     _pids+=("$!")
     eval "AGENT_PID_$n=$!"

@@ -63,9 +63,11 @@ pub async fn run(config: ClustersConfig, opts: RunOptions) -> anyhow::Result<()>
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     let netlink = Netlink::connect()?;
-    let local = control::remote::local_client(config.local.kube_config_path.as_deref())
-        .await
-        .context("cannot create the local cluster client")?;
+    let kube_requests = control::http_metrics::RequestCounts::default();
+    let local =
+        control::remote::local_client(config.local.kube_config_path.as_deref(), &kube_requests)
+            .await
+            .context("cannot create the local cluster client")?;
 
     let remotes: Vec<Arc<RemoteState>> = config
         .remotes
@@ -84,6 +86,7 @@ pub async fn run(config: ClustersConfig, opts: RunOptions) -> anyhow::Result<()>
     let app = Arc::new(AppState {
         remotes: remotes.clone(),
         advert: Arc::clone(&advert_status),
+        kube_requests: kube_requests.clone(),
     });
     let listen = crate::http::parse_listen(&opts.listen_address)?;
     let http = crate::http::serve(listen, Arc::clone(&app), stopped(stop_rx.clone())).await?;
@@ -117,6 +120,7 @@ pub async fn run(config: ClustersConfig, opts: RunOptions) -> anyhow::Result<()>
             sync,
             sink,
             Arc::clone(&rs.sync),
+            kube_requests.clone(),
             stop_rx.clone(),
         )));
     }
@@ -251,12 +255,13 @@ async fn sync_remote(
     sync: RemoteSync,
     sink: Arc<TunnelSink>,
     status: Arc<SyncStatus>,
+    counts: control::http_metrics::RequestCounts,
     stop: watch::Receiver<bool>,
 ) {
     let mut delay = Duration::from_secs(2);
     let mut stop_fut = std::pin::pin!(stopped(stop.clone()));
     let client = loop {
-        match control::remote::remote_client(&remote.access).await {
+        match control::remote::remote_client(&remote.access, &counts).await {
             Ok(c) => break c,
             Err(e) => {
                 status.list_failures.fetch_add(1, Relaxed);

@@ -4,6 +4,7 @@ use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Arc, OnceLock};
 
 use control::advertise::AdvertStatus;
+use control::http_metrics::RequestCounts;
 use control::sync::SyncStatus;
 use dataplane::Device;
 
@@ -24,6 +25,8 @@ pub struct RemoteState {
 pub struct AppState {
     pub remotes: Vec<Arc<RemoteState>>,
     pub advert: Arc<AdvertStatus>,
+    /// Kubernetes API requests of every client.
+    pub kube_requests: RequestCounts,
 }
 
 impl AppState {

@@ -6,7 +6,11 @@
 
 pub mod advertise;
 pub mod config;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzzing;
+pub mod http_metrics;
 pub mod netlink;
 pub mod peers;
 pub mod remote;
 pub mod sync;
+pub mod token;

@@ -4,8 +4,12 @@
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
+use kube::client::ClientBuilder;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
+
+use crate::http_metrics::{CountingLayer, RequestCounts};
+use crate::token::{TokenFile, TokenLayer};
 
 use crate::config::RemoteAccess;
 
@@ -25,16 +29,35 @@ fn cerr(what: impl Into<String>, reason: impl std::fmt::Display) -> ClientError 
 }
 
 /// The local cluster's client: from `kubeconfig`, or the in-cluster service account.
-pub async fn local_client(kubeconfig: Option<&str>) -> Result<Client, ClientError> {
+/// Its requests are counted in `counts`.
+pub async fn local_client(
+    kubeconfig: Option<&str>,
+    counts: &RequestCounts,
+) -> Result<Client, ClientError> {
     let config = match kubeconfig {
         Some(path) => from_kubeconfig(path).await?,
         None => Config::incluster().map_err(|e| cerr("in-cluster configuration", e))?,
     };
-    Client::try_from(config).map_err(|e| cerr("local cluster client", e))
+    counted(config, counts).map_err(|e| cerr("local cluster client", e))
 }
 
-/// A remote cluster's client.
-pub async fn remote_client(access: &RemoteAccess) -> Result<Client, ClientError> {
+/// A client whose requests are counted under the API server's `host:port`.
+fn counted(config: Config, counts: &RequestCounts) -> Result<Client, kube::Error> {
+    let host = config
+        .cluster_url
+        .authority()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
+    Ok(ClientBuilder::try_from(config)?
+        .with_layer(&CountingLayer::new(host, counts.clone()))
+        .build())
+}
+
+/// A remote cluster's client; its requests are counted in `counts`.
+pub async fn remote_client(
+    access: &RemoteAccess,
+    counts: &RequestCounts,
+) -> Result<Client, ClientError> {
     let config = match access {
         RemoteAccess::KubeConfig(path) => from_kubeconfig(path).await?,
         RemoteAccess::Token {
@@ -57,13 +80,22 @@ pub async fn remote_client(access: &RemoteAccess) -> Result<Client, ClientError>
                 }
                 config.root_cert = Some(ders);
             }
-            std::fs::metadata(token_path)
+            let token = TokenFile::open(token_path)
                 .map_err(|e| cerr(format!("remoteSATokenPath {token_path}"), e))?;
-            config.auth_info.token_file = Some(token_path.clone());
-            config
+            let host = config
+                .cluster_url
+                .authority()
+                .map(|a| a.to_string())
+                .unwrap_or_default();
+            let builder =
+                ClientBuilder::try_from(config).map_err(|e| cerr("remote cluster client", e))?;
+            return Ok(builder
+                .with_layer(&TokenLayer(token))
+                .with_layer(&CountingLayer::new(host, counts.clone()))
+                .build());
         }
     };
-    Client::try_from(config).map_err(|e| cerr("remote cluster client", e))
+    counted(config, counts).map_err(|e| cerr("remote cluster client", e))
 }
 
 async fn from_kubeconfig(path: &str) -> Result<Config, ClientError> {

@@ -1,0 +1,107 @@
+//! Entry points for the cargo-fuzz targets in `fuzz/` (config parser, node → peer
+//! mapping); the committed seeds also run as ordinary tests.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{Node, NodeSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+use crate::config::{self, parse_cidr};
+use crate::peers::{AnnotationKeys, desired_peers};
+
+/// The config parser never panics, and what it accepts satisfies its own invariants.
+pub fn config_parse(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    if let Ok((c, _)) = config::parse(&text) {
+        assert!(!c.remotes.is_empty());
+        for (i, r) in c.remotes.iter().enumerate() {
+            assert!(r.device_name().len() <= config::MAX_IFNAME);
+            for o in &c.remotes[..i] {
+                assert_ne!(o.name, r.name);
+                assert_ne!(o.listen_port, r.listen_port);
+                assert!(!config::overlaps(&o.pod_subnet, &r.pod_subnet));
+            }
+        }
+    }
+}
+
+/// Node → peer mapping on arbitrary nodes: a JSON Node list if the input is one, else
+/// nodes whose annotations and pod CIDRs are slices of the input. Never panics; every
+/// peer lies inside the pod subnet and keys are unique.
+pub fn node_peers(data: &[u8]) {
+    let keys = AnnotationKeys::for_cluster("aws");
+    let subnet = parse_cidr("10.4.0.0/16").expect("valid");
+    let nodes: Vec<Node> = serde_json::from_slice(data).unwrap_or_else(|_| {
+        let text = String::from_utf8_lossy(data);
+        let parts: Vec<&str> = text.split('\n').collect();
+        parts
+            .chunks(3)
+            .enumerate()
+            .map(|(i, c)| {
+                let mut ann = BTreeMap::new();
+                ann.insert(
+                    keys.public_key.clone(),
+                    c.first().copied().unwrap_or_default().to_string(),
+                );
+                ann.insert(
+                    keys.endpoint.clone(),
+                    c.get(1).copied().unwrap_or_default().to_string(),
+                );
+                Node {
+                    metadata: ObjectMeta {
+                        name: Some(format!("n{i}")),
+                        annotations: Some(ann),
+                        ..Default::default()
+                    },
+                    spec: Some(NodeSpec {
+                        pod_cidr: c.get(2).map(|s| s.to_string()),
+                        ..Default::default()
+                    }),
+                    status: None,
+                }
+            })
+            .collect()
+    });
+    let (peers, _) = desired_peers(nodes.iter(), &keys, &subnet);
+    let mut seen = std::collections::HashSet::new();
+    for p in &peers {
+        assert!(seen.insert(p.public_key), "duplicate key in the peer set");
+        for n in &p.allowed_ips {
+            assert!(
+                subnet.contains(n.network_address()) && n.netmask() >= subnet.netmask(),
+                "{n} escapes the subnet"
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    fn corpus(target: &str) -> Vec<Vec<u8>> {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../fuzz/corpus")
+            .join(target);
+        let out: Vec<Vec<u8>> = std::fs::read_dir(&dir)
+            .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+            .map(|e| std::fs::read(e.unwrap().path()).unwrap())
+            .collect();
+        assert!(!out.is_empty());
+        out
+    }
+
+    #[test]
+    fn config_corpus_runs_clean() {
+        for c in corpus("config_parse") {
+            super::config_parse(&c);
+        }
+    }
+
+    #[test]
+    fn node_peers_corpus_runs_clean() {
+        for c in corpus("node_peers") {
+            super::node_peers(&c);
+        }
+    }
+}

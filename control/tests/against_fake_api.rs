@@ -1,0 +1,320 @@
+//! The controller's Kubernetes side against the in-repo fake API server (real HTTP, real
+//! kube::Client): remote clients, the sync loop, and the advertiser.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use control::advertise::{self, Advert, AdvertStatus};
+use control::config::{RemoteAccess, parse_cidr};
+use control::http_metrics::RequestCounts;
+use control::peers::{AnnotationKeys, DesiredPeer};
+use control::sync::{PeerSink, RemoteSync, SyncStatus};
+use fake_apiserver::{FakeApiServer, Options};
+use k8s_openapi::api::core::v1::{Node, NodeAddress, NodeSpec, NodeStatus};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::Api;
+use std::sync::atomic::Ordering::Relaxed;
+
+const KEY1: &str = "khSDFVjOxtkTKhuucfKihpbk697ckcY6tfmeUrtHtX0=";
+const KEY2: &str = "Po+eOjaDgwxInV0MdfGgVDB/X2+87hMMDgZurYCi3WQ=";
+
+fn node(name: &str, ip: &str, cidr: &str, ann: &[(&str, &str)]) -> Node {
+    Node {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            annotations: Some(
+                ann.iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            ),
+            ..Default::default()
+        },
+        spec: Some(NodeSpec {
+            pod_cidr: Some(cidr.into()),
+            ..Default::default()
+        }),
+        status: Some(NodeStatus {
+            addresses: Some(vec![NodeAddress {
+                type_: "InternalIP".into(),
+                address: ip.into(),
+            }]),
+            ..Default::default()
+        }),
+    }
+}
+
+fn advertised(name: &str, ip: &str, cidr: &str, key: &str) -> Node {
+    node(
+        name,
+        ip,
+        cidr,
+        &[
+            ("aws.wireguard.semaphore.uw.io/pubKey", key),
+            (
+                "aws.wireguard.semaphore.uw.io/endpoint",
+                &format!("{ip}:51820"),
+            ),
+        ],
+    )
+}
+
+async fn server(token: &str) -> (FakeApiServer, std::path::PathBuf) {
+    let opts = Options {
+        token: Some(token.into()),
+        ..Default::default()
+    };
+    let s = fake_apiserver::start("127.0.0.1:0".parse().unwrap(), opts)
+        .await
+        .unwrap();
+    let dir = std::env::temp_dir().join(format!(
+        "swg-ctl-{}-{}",
+        std::process::id(),
+        s.addr().port()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let tok = dir.join("token");
+    std::fs::write(&tok, format!("{token}\n")).unwrap();
+    (s, tok)
+}
+
+fn token_access(s: &FakeApiServer, token_path: &std::path::Path) -> RemoteAccess {
+    RemoteAccess::Token {
+        api_url: s.url(),
+        ca_url: "http://unused.invalid/ca".into(),
+        token_path: token_path.display().to_string(),
+    }
+}
+
+/// Records every applied peer set.
+#[derive(Default)]
+struct Recorder(Mutex<Vec<Vec<DesiredPeer>>>);
+
+impl PeerSink for Recorder {
+    fn apply(&self, peers: &[DesiredPeer]) -> Result<(), String> {
+        self.0.lock().unwrap().push(peers.to_vec());
+        Ok(())
+    }
+}
+
+impl Recorder {
+    fn last_nodes(&self) -> Option<Vec<String>> {
+        self.0
+            .lock()
+            .unwrap()
+            .last()
+            .map(|p| p.iter().map(|d| d.node.clone()).collect())
+    }
+}
+
+async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
+    for _ in 0..100 {
+        if f() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+#[tokio::test]
+async fn token_client_is_counted_and_refused_with_a_bad_token() {
+    let (s, tok) = server("secret").await;
+    let counts = RequestCounts::default();
+    let client = control::remote::remote_client(&token_access(&s, &tok), &counts)
+        .await
+        .unwrap();
+    let nodes: Api<Node> = Api::all(client);
+    nodes.list(&Default::default()).await.unwrap();
+    let host = s.addr().to_string();
+    assert!(
+        counts
+            .snapshot()
+            .contains(&((host.clone(), "200".into(), "GET".into()), 1)),
+        "{:?}",
+        counts.snapshot()
+    );
+
+    std::fs::write(&tok, "wrong").unwrap();
+    let client = control::remote::remote_client(&token_access(&s, &tok), &counts)
+        .await
+        .unwrap();
+    let err = Api::<Node>::all(client)
+        .list(&Default::default())
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("401") || err.to_string().to_lowercase().contains("unauthorized"),
+        "{err}"
+    );
+    assert!(
+        counts
+            .snapshot()
+            .iter()
+            .any(|((_, code, _), _)| code == "401")
+    );
+
+    let missing = RemoteAccess::Token {
+        api_url: s.url(),
+        ca_url: "x".into(),
+        token_path: "/nonexistent/token".into(),
+    };
+    assert!(
+        control::remote::remote_client(&missing, &counts)
+            .await
+            .is_err()
+    );
+}
+
+#[tokio::test]
+async fn sync_applies_after_the_initial_list_and_follows_changes() {
+    let (s, tok) = server("t").await;
+    s.upsert_node(advertised("gcp1", "192.168.0.3", "10.4.1.0/24", KEY1));
+    s.upsert_node(advertised("gcp2", "192.168.0.4", "10.4.2.0/24", KEY2));
+    s.upsert_node(node("plain", "192.168.0.9", "10.4.9.0/24", &[]));
+    let counts = RequestCounts::default();
+    let client = control::remote::remote_client(&token_access(&s, &tok), &counts)
+        .await
+        .unwrap();
+    let sink = Arc::new(Recorder::default());
+    let status = Arc::new(SyncStatus::default());
+    let sync = RemoteSync {
+        cluster: "gcp".into(),
+        device: "wireguard.gcp".into(),
+        keys: AnnotationKeys::for_cluster("aws"),
+        pod_subnet: parse_cidr("10.4.0.0/16").unwrap(),
+        resync: Duration::ZERO,
+    };
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(sync.run(
+        client,
+        sink.clone() as Arc<dyn PeerSink>,
+        Arc::clone(&status),
+        async {
+            let _ = stop_rx.await;
+        },
+    ));
+
+    eventually("initial apply", || {
+        sink.last_nodes() == Some(vec!["gcp1".into(), "gcp2".into()])
+    })
+    .await;
+    assert!(status.initial_list_applied.load(Relaxed));
+    let first = sink.0.lock().unwrap()[0].clone();
+    assert_eq!(first[0].endpoint.to_string(), "192.168.0.3:51820");
+    assert_eq!(first[0].persistent_keepalive, Duration::from_secs(25));
+
+    // A deleted node loses its peer.
+    s.delete_node("gcp2");
+    eventually("gcp2 removed", || {
+        sink.last_nodes() == Some(vec!["gcp1".into()])
+    })
+    .await;
+    // A malformed node is skipped and counted; the others still apply.
+    s.upsert_node(node(
+        "bad",
+        "192.168.0.5",
+        "10.4.5.0/24",
+        &[
+            ("aws.wireguard.semaphore.uw.io/pubKey", "nope"),
+            (
+                "aws.wireguard.semaphore.uw.io/endpoint",
+                "192.168.0.5:51820",
+            ),
+        ],
+    ));
+    s.upsert_node(advertised("gcp2", "192.168.0.4", "10.4.2.0/24", KEY2));
+    eventually("gcp2 back despite the malformed node", || {
+        sink.last_nodes() == Some(vec!["gcp1".into(), "gcp2".into()])
+    })
+    .await;
+    assert_eq!(
+        status.skipped_total[1].load(Relaxed),
+        1,
+        "invalid_public_key"
+    );
+    // A node that loses its annotations loses its peer.
+    s.upsert_node(node("gcp1", "192.168.0.3", "10.4.1.0/24", &[]));
+    eventually("gcp1 removed", || {
+        sink.last_nodes() == Some(vec!["gcp2".into()])
+    })
+    .await;
+    // Watch failures are counted, and the loop recovers.
+    s.fail_next(2, 500);
+    s.drop_watches();
+    s.upsert_node(advertised("gcp1", "192.168.0.3", "10.4.1.0/24", KEY1));
+    eventually("recovered after injected failures", || {
+        sink.last_nodes() == Some(vec!["gcp1".into(), "gcp2".into()])
+    })
+    .await;
+    assert!(status.watch_failures.load(Relaxed) + status.list_failures.load(Relaxed) >= 1);
+
+    let _ = stop_tx.send(());
+    tokio::time::timeout(Duration::from_secs(5), task)
+        .await
+        .unwrap()
+        .unwrap();
+}
+
+#[tokio::test]
+async fn advertiser_patches_and_reasserts() {
+    let (s, tok) = server("local").await;
+    s.upsert_node(node("aws1", "fd00::1", "10.2.1.0/24", &[("other", "x")]));
+    let counts = RequestCounts::default();
+    let client = control::remote::remote_client(&token_access(&s, &tok), &counts)
+        .await
+        .unwrap();
+    let status = Arc::new(AdvertStatus::default());
+    let adverts = vec![Advert {
+        remote: "gcp".into(),
+        public_key: KEY1.into(),
+        port: 51821,
+    }];
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(advertise::run(
+        client,
+        "aws1".into(),
+        adverts,
+        Arc::clone(&status),
+        async {
+            let _ = stop_rx.await;
+        },
+    ));
+    let ann = |s: &FakeApiServer| -> BTreeMap<String, String> {
+        s.node("aws1")
+            .unwrap()
+            .metadata
+            .annotations
+            .unwrap_or_default()
+    };
+    eventually("annotations", || {
+        ann(&s)
+            .get("gcp.wireguard.semaphore.uw.io/endpoint")
+            .map(String::as_str)
+            == Some("[fd00::1]:51821")
+    })
+    .await;
+    assert_eq!(ann(&s)["gcp.wireguard.semaphore.uw.io/pubKey"], KEY1);
+    assert_eq!(ann(&s)["other"], "x");
+    assert!(status.advertised.load(Relaxed));
+    // Someone removes ours: they come back.
+    let mut n = s.node("aws1").unwrap();
+    n.metadata
+        .annotations
+        .as_mut()
+        .unwrap()
+        .remove("gcp.wireguard.semaphore.uw.io/pubKey");
+    s.upsert_node(n);
+    eventually("re-asserted", || {
+        ann(&s)
+            .get("gcp.wireguard.semaphore.uw.io/pubKey")
+            .map(String::as_str)
+            == Some(KEY1)
+    })
+    .await;
+    let _ = stop_tx.send(());
+    tokio::time::timeout(Duration::from_secs(5), task)
+        .await
+        .unwrap()
+        .unwrap();
+}

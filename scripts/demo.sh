@@ -65,4 +65,11 @@ in_node aws1 wg show wireguard.gcp
 say "readiness and a few metrics of aws1 (http://127.0.0.1:7773 in its namespace)"
 echo "  /readyz: $(http_get aws1 /readyz)"
 http_get aws1 /metrics | grep -E '^semaphore_wg_(sync_peers_total|peer_info|peer_receive_bytes_total)' | sed 's/^/  /'
+say "agent footprint so far (resident memory, CPU time since start)"
+for n in $NODES; do
+    pid=$(eval echo "\$AGENT_PID_$n")
+    rss=$(awk '/VmRSS/ {print $2, $3}' "/proc/$pid/status")
+    ticks=$(awk '{print $14 + $15}' "/proc/$pid/stat")
+    echo "  $n: $rss resident, $(echo "scale=2; $ticks / $(getconf CLK_TCK)" | bc) s CPU"
+done
 say "cleaning up"

@@ -51,6 +51,9 @@ echo "ok"
 section "fuzz targets build"
 cargo check --manifest-path fuzz/Cargo.toml --locked -j2 --bins
 
+section "deploy manifests (kustomize + kubernetes-validate --strict)"
+scripts/check-deploy.sh
+
 section "network namespace tests (root)"
 cargo build --locked -j2 --bin semaphore-wireguard --bin fake-apiserver
 if [ "$(id -u)" = 0 ]; then
@@ -60,4 +63,14 @@ elif [ "${CI:-}" = true ]; then
     exit 1
 else
     echo "skipped: not root (sudo scripts/test.sh runs them)"
+fi
+
+section "container image (podman, FROM scratch, smoke test)"
+if [ "$(id -u)" = 0 ]; then
+    scripts/container-test.sh
+elif [ "${CI:-}" = true ]; then
+    echo "CI must run as root for the container test" >&2
+    exit 1
+else
+    echo "skipped: not root"
 fi

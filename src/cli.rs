@@ -27,6 +27,19 @@ pub enum Command {
     /// Create a WireGuard interface on a TUN device and serve the UAPI socket that `wg`
     /// uses, like wireguard-go. Stops on SIGTERM/SIGINT or when the socket is deleted.
     Tunnel(TunnelArgs),
+    /// Print what `wg show` prints (interfaces, peers, endpoints, allowed IPs, latest
+    /// handshake, transfer), read from the UAPI sockets.
+    Show(ShowArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ShowArgs {
+    /// Only this interface.
+    pub interface: Option<String>,
+
+    /// Directory of the UAPI sockets.
+    #[arg(long, default_value = dataplane::uapi::SOCKET_DIR)]
+    pub socket_dir: PathBuf,
 }
 
 /// The DaemonSet agent (the default mode).

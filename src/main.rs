@@ -7,6 +7,7 @@ mod keys;
 mod logging;
 mod metrics;
 mod run;
+mod show;
 mod standalone;
 mod state;
 mod wiring;
@@ -42,6 +43,12 @@ fn main() -> ExitCode {
     };
     match cli.command {
         Some(cli::Command::Tunnel(args)) => tunnel(args),
+        Some(cli::Command::Show(args)) => {
+            match show::run(&args.socket_dir, args.interface.as_deref()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => fail(format!("{e:#}")),
+            }
+        }
         None => run_mode(cli.run),
     }
 }

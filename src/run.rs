@@ -202,7 +202,7 @@ async fn bring_up(
     let uapi = match UapiServer::bind(&opts.socket_dir, tunnel.device()).await {
         Ok(u) => Some(u),
         Err(e) => {
-            tracing::warn!(cluster = %remote.name, device = %device, error = %e, "no UAPI socket; `wg show` will not see this device");
+            tracing::warn!(cluster = %remote.name, device = %device, error = %format!("{:#}", anyhow::Error::from(e)), "no UAPI socket; `wg show` will not see this device");
             None
         }
     };

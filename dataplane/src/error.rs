@@ -54,7 +54,7 @@ pub enum ConfigError {
 #[non_exhaustive]
 pub enum Error {
     /// The TUN device could not be created or opened.
-    #[error("TUN device {name}: {source}")]
+    #[error("TUN device {name}")]
     Tun {
         /// Interface name.
         name: String,
@@ -63,7 +63,7 @@ pub enum Error {
         source: io::Error,
     },
     /// The UAPI socket could not be set up.
-    #[error("UAPI socket {path}: {source}")]
+    #[error("UAPI socket {path}")]
     Uapi {
         /// Socket path.
         path: String,

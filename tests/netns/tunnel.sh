@@ -45,6 +45,10 @@ test_wg_show() {
     [ "$rx2" -gt "$rx1" ] && [ "$tx2" -gt "$tx1" ] || fail "transfer did not grow: $rx1/$tx1 -> $rx2/$tx2"
     # The dump form parses as well (one line for the interface, one per peer).
     [ "$($w dump | wc -l)" = 2 ] || fail "dump: $($w dump)"
+    # Our `show` prints what `wg show` prints (the handshake age may tick in between).
+    diff <($w | grep -v "latest handshake") <("$SWG_BIN" show "$IF_A" | grep -v "latest handshake") >&2 ||
+        fail "semaphore-wireguard show differs from wg show"
+    "$SWG_BIN" show | grep -q "^interface: $IF_A$" || fail "show without a name lists no $IF_A"
 }
 
 # `wg showconf | wg setconf` round-trips and traffic keeps flowing.

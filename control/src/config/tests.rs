@@ -156,3 +156,16 @@ fn five_character_names_fit() {
     let (c, _) = parse(&one_remote("").replace(r#""name":"b""#, r#""name":"abcde""#)).unwrap();
     assert_eq!(c.remotes[0].device_name().len(), 15);
 }
+
+/// The example shipped in deploy/ parses.
+#[test]
+fn deploy_example_parses() {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../deploy/config.json"
+    ))
+    .unwrap();
+    let (c, warnings) = parse(&text).unwrap();
+    assert!(warnings.is_empty(), "{warnings:?}");
+    assert_eq!(c.remotes[0].device_name(), "wireguard.gcp");
+}

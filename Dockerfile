@@ -1,0 +1,40 @@
+# syntax=docker/dockerfile:1
+#
+# Two ways to build the same image:
+#
+#   Anywhere with registry access (the Rust toolchain comes from the builder image):
+#     docker build -t semaphore-wireguard .
+#
+#   From a static binary built on this host (no registry needed; what the test suite does):
+#     cargo build --release --locked --target x86_64-unknown-linux-musl --bin semaphore-wireguard
+#     strip target/x86_64-unknown-linux-musl/release/semaphore-wireguard
+#     podman build --runtime runc --target host -t semaphore-wireguard .
+
+# ---- builder: a static musl binary -------------------------------------------------------
+FROM docker.io/library/rust:1.95-bookworm AS builder
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends musl-tools \
+ && rm -rf /var/lib/apt/lists/* \
+ && rustup target add x86_64-unknown-linux-musl
+WORKDIR /src
+COPY . .
+RUN cargo build --release --locked --target x86_64-unknown-linux-musl --bin semaphore-wireguard \
+ && mkdir -p /out/var/run/wireguard /out/var/lib/semaphore-wireguard \
+ && cp target/x86_64-unknown-linux-musl/release/semaphore-wireguard /out/semaphore-wireguard \
+ && strip /out/semaphore-wireguard
+
+# ---- runtime: nothing but the binary -----------------------------------------------------
+FROM scratch AS runtime
+COPY --from=builder /out/ /
+# Numeric root (there is no passwd file): NET_ADMIN must be effective for the TUN device
+# and netlink. The DaemonSet drops every other capability.
+USER 0:0
+EXPOSE 7773
+ENTRYPOINT ["/semaphore-wireguard"]
+
+# ---- host: the same image from a binary built on the host --------------------------------
+FROM scratch AS host
+COPY target/x86_64-unknown-linux-musl/release/semaphore-wireguard /semaphore-wireguard
+USER 0:0
+EXPOSE 7773
+ENTRYPOINT ["/semaphore-wireguard"]

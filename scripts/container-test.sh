@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# Builds the container image offline with podman (static musl binary from this host, the
+# Dockerfile's `host` stage, FROM scratch) and smoke-tests it: --version, a TUN device with
+# only NET_ADMIN, and a prompt `podman stop` (SIGTERM handled as PID 1). Needs root.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export DEBIAN_FRONTEND=noninteractive
+need=()
+command -v podman >/dev/null || need+=(podman)
+command -v runc >/dev/null || need+=(runc)
+command -v musl-gcc >/dev/null || need+=(musl-tools)
+if [ ${#need[@]} -gt 0 ]; then
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+rustup target list --installed | grep -q x86_64-unknown-linux-musl || rustup target add x86_64-unknown-linux-musl
+
+cargo build --release --locked -j2 --target x86_64-unknown-linux-musl --bin semaphore-wireguard
+bin=target/x86_64-unknown-linux-musl/release/semaphore-wireguard
+ldd "$bin" 2>&1 | grep -qE "statically linked|not a dynamic executable" || { echo "FAIL: $bin is not static"; exit 1; }
+# The release profile keeps debug info for profiling; the image does not need it.
+strip "$bin"
+
+tag="localhost/semaphore-wireguard:test-$$"
+name="swg-smoke-$$"
+podman_run=(podman --runtime runc)
+limits=(--ulimit nofile=20000:20000 --ulimit nproc=32768:32768)
+cleanup() {
+    "${podman_run[@]}" rm -f -t 0 "$name" >/dev/null 2>&1 || true
+    "${podman_run[@]}" rmi -f "$tag" >/dev/null 2>&1 || true
+}
+trap cleanup EXIT
+
+"${podman_run[@]}" build -q "${limits[@]}" --target host -t "$tag" . >/dev/null
+echo "ok   image $tag built ($("${podman_run[@]}" image inspect --format '{{.Size}}' "$tag") bytes)"
+
+version=$("${podman_run[@]}" run --rm "${limits[@]}" --network none "$tag" --version)
+[ "$version" = "semaphore-wireguard $(grep -m1 '^version' Cargo.toml | cut -d'"' -f2)" ] || { echo "FAIL --version: $version"; exit 1; }
+echo "ok   --version: $version"
+
+"${podman_run[@]}" run -d --name "$name" "${limits[@]}" --network none --device /dev/net/tun \
+    --cap-drop ALL --cap-add NET_ADMIN --read-only --mount type=tmpfs,destination=/var/run/wireguard \
+    "$tag" tunnel -f --log-format json smoke0 >/dev/null
+for _ in $(seq 50); do
+    "${podman_run[@]}" logs "$name" 2>&1 | grep -q "interface up" && break
+    sleep 0.2
+done
+"${podman_run[@]}" logs "$name" 2>&1 | grep -q "interface up" || { "${podman_run[@]}" logs "$name"; echo "FAIL: no TUN device in the container"; exit 1; }
+echo "ok   TUN device created with only NET_ADMIN"
+
+start=$(date +%s.%N)
+"${podman_run[@]}" stop -t 5 "$name" >/dev/null
+took=$(echo "$(date +%s.%N) - $start" | bc)
+code=$("${podman_run[@]}" inspect --format '{{.State.ExitCode}}' "$name")
+if [ "$(echo "$took < 3" | bc)" != 1 ] || [ "$code" != 0 ]; then
+    "${podman_run[@]}" logs "$name"
+    echo "FAIL: podman stop took ${took}s, exit code $code (SIGTERM not handled as PID 1?)"
+    exit 1
+fi
+echo "ok   podman stop returned in $(printf '%.2f' "$took")s, exit code 0"
+"${podman_run[@]}" logs "$name" 2>&1 | grep -q "shutting down" || { echo "FAIL: no clean shutdown logged"; exit 1; }
+echo "container: 4 passed, 0 failed"

@@ -57,6 +57,24 @@ pub struct PeerStatus {
     pub allowed_ips: Vec<IpNetwork>,
 }
 
+impl PeerStatus {
+    /// A peer with only a key: no endpoint, no handshake, zero counters.
+    pub fn new(public_key: Key) -> Self {
+        Self {
+            public_key,
+            preshared_key: None,
+            endpoint: None,
+            last_handshake: None,
+            rx_bytes: 0,
+            tx_bytes: 0,
+            rx_packets: 0,
+            tx_packets: 0,
+            persistent_keepalive: None,
+            allowed_ips: Vec::new(),
+        }
+    }
+}
+
 /// The operations the UAPI server (and anything else) needs from an interface. Object
 /// safe, so one server type serves tunnels over any transport.
 pub trait Device: Send + Sync + 'static {

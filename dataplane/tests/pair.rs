@@ -76,6 +76,16 @@ async fn recv(to: &mut Node) -> Vec<u8> {
         .unwrap()
 }
 
+/// Sends every packet from `from`, then expects them all at `to`, in order.
+async fn send_all_in_order(from: &Node, to: &mut Node, packets: &[Vec<u8>]) {
+    for p in packets {
+        send(from, p.clone()).await;
+    }
+    for p in packets {
+        assert_eq!(&recv(to).await, p);
+    }
+}
+
 async fn nothing(to: &mut Node) {
     assert!(
         timeout(Duration::from_millis(600), to.host.from_tunnel.recv())
@@ -132,12 +142,7 @@ async fn large_batches_arrive_in_order() {
     let packets: Vec<Vec<u8>> = (0..300u32)
         .map(|i| ipv4_packet(A_IN, B_IN, &i.to_be_bytes().repeat(300)))
         .collect();
-    for p in &packets {
-        send(&a, p.clone()).await;
-    }
-    for p in &packets {
-        assert_eq!(&recv(&mut b).await, p);
-    }
+    send_all_in_order(&a, &mut b, &packets).await;
 }
 
 #[tokio::test]
@@ -363,12 +368,7 @@ async fn packets_held_during_the_handshake_all_arrive_in_order() {
     let packets: Vec<Vec<u8>> = (0..100u32)
         .map(|i| ipv4_packet(A_IN, B_IN, &i.to_be_bytes()))
         .collect();
-    for p in &packets {
-        send(&a, p.clone()).await;
-    }
-    for p in &packets {
-        assert_eq!(&recv(&mut b).await, p);
-    }
+    send_all_in_order(&a, &mut b, &packets).await;
 }
 
 #[tokio::test]

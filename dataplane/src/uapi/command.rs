@@ -369,18 +369,8 @@ pub fn parse_get(text: &str) -> Result<DeviceStatus, UapiError> {
             .ok_or_else(|| UapiError::new(EPROTO, format!("bad line {line:?}")))?;
         if k == "public_key" {
             finish(&mut st, &mut handshake);
-            st.peers.push(crate::tunnel::PeerStatus {
-                public_key: parse_key(k, v)?,
-                preshared_key: None,
-                endpoint: None,
-                last_handshake: None,
-                rx_bytes: 0,
-                tx_bytes: 0,
-                rx_packets: 0,
-                tx_packets: 0,
-                persistent_keepalive: None,
-                allowed_ips: Vec::new(),
-            });
+            st.peers
+                .push(crate::tunnel::PeerStatus::new(parse_key(k, v)?));
             continue;
         }
         match (k, st.peers.last_mut()) {

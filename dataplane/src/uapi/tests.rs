@@ -34,18 +34,7 @@ fn sample_status() -> DeviceStatus {
                     parse_prefix("fd10::/64").unwrap(),
                 ],
             },
-            PeerStatus {
-                public_key: key(2),
-                preshared_key: None,
-                endpoint: None,
-                last_handshake: None,
-                rx_bytes: 0,
-                tx_bytes: 0,
-                rx_packets: 0,
-                tx_packets: 0,
-                persistent_keepalive: None,
-                allowed_ips: vec![],
-            },
+            PeerStatus::new(key(2)),
         ],
     }
 }

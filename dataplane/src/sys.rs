@@ -48,3 +48,10 @@ pub(crate) fn allow_fragmentation(fd: BorrowedFd<'_>, ipv6: bool) -> io::Result<
     }
     Ok(())
 }
+
+/// Sets both socket buffers to `bytes` past `net.core.{r,w}mem_max` (needs CAP_NET_ADMIN).
+pub(crate) fn force_buffers(fd: BorrowedFd<'_>, bytes: usize) -> io::Result<()> {
+    let v = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
+    set_int(fd, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, v)?;
+    set_int(fd, libc::SOL_SOCKET, libc::SO_SNDBUFFORCE, v)
+}

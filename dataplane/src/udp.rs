@@ -3,6 +3,7 @@
 
 use std::io::{self, IoSliceMut};
 use std::net::{Ipv6Addr, SocketAddr, SocketAddrV6};
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 
 use quinn_udp::{RecvMeta, Transmit, UdpSocketState};
 use socket2::{Domain, Protocol, Socket, Type};
@@ -13,7 +14,7 @@ use crate::config::canonical;
 use crate::io::{UdpBinder, UdpIo};
 
 /// Socket buffer size asked for on both directions.
-const SOCKET_BUFFER: usize = 4 << 20;
+const SOCKET_BUFFER: usize = 8 << 20;
 
 /// Binds real UDP sockets.
 #[derive(Clone, Copy, Debug, Default)]
@@ -44,15 +45,20 @@ impl UdpBinder for SystemUdp {
         let sock = tokio::net::UdpSocket::from_std(std_sock)?;
         let state = UdpSocketState::new((&sock).into())?;
         crate::sys::allow_fragmentation(std::os::fd::AsFd::as_fd(&sock), dual)?;
-        // Best effort: unprivileged processes are capped by net.core.*mem_max.
-        let _ = state.set_recv_buffer_size((&sock).into(), SOCKET_BUFFER);
-        let _ = state.set_send_buffer_size((&sock).into(), SOCKET_BUFFER);
+        // With CAP_NET_ADMIN the buffers may exceed net.core.*mem_max; otherwise ask for
+        // what the sysctl allows.
+        if crate::sys::force_buffers(std::os::fd::AsFd::as_fd(&sock), SOCKET_BUFFER).is_err() {
+            let _ = state.set_recv_buffer_size((&sock).into(), SOCKET_BUFFER);
+            let _ = state.set_send_buffer_size((&sock).into(), SOCKET_BUFFER);
+        }
         let port = sock.local_addr()?.port();
+        let gso = AtomicBool::new(state.max_gso_segments() > 1);
         Ok(UdpSocket {
             sock,
             state,
             port,
             dual,
+            gso,
         })
     }
 }
@@ -69,7 +75,12 @@ pub struct UdpSocket {
     state: UdpSocketState,
     port: u16,
     dual: bool,
+    /// Cleared when the kernel refuses a GSO send; single datagrams from then on.
+    gso: AtomicBool,
 }
+
+/// Largest UDP payload one GSO send may carry.
+const GSO_MAX_BYTES: usize = 65_000;
 
 impl UdpSocket {
     fn destination(&self, addr: SocketAddr) -> SocketAddr {
@@ -80,6 +91,51 @@ impl UdpSocket {
             other => other,
         }
     }
+}
+
+impl UdpSocket {
+    async fn send_one(
+        &self,
+        contents: &[u8],
+        to: SocketAddr,
+        segment_size: Option<usize>,
+    ) -> io::Result<()> {
+        let transmit = Transmit {
+            destination: self.destination(to),
+            ecn: None,
+            contents,
+            segment_size,
+            src_ip: None,
+        };
+        let r = self
+            .sock
+            .async_io(Interest::WRITABLE, || {
+                self.state.try_send((&self.sock).into(), &transmit)
+            })
+            .await;
+        if let Err(e) = &r {
+            tracing::debug!(destination = %to, error = %e, "UDP send failed");
+        }
+        r
+    }
+}
+
+/// How many datagrams from `start` can go out as one GSO send: same destination, equal
+/// size (a shorter one may end the run), at most `max_segments` and [`GSO_MAX_BYTES`].
+pub(crate) fn gso_run(batch: &Batch, start: usize, max_segments: usize) -> usize {
+    let (dst, size) = (batch.addr(start), batch.packet(start).len());
+    let mut n = 1;
+    while start + n < batch.len() && n < max_segments && (n + 1) * size <= GSO_MAX_BYTES {
+        let (a, len) = (batch.addr(start + n), batch.packet(start + n).len());
+        if a != dst || len > size || len == 0 {
+            break;
+        }
+        n += 1;
+        if len < size {
+            break;
+        }
+    }
+    n
 }
 
 impl UdpIo for UdpSocket {
@@ -114,26 +170,86 @@ impl UdpIo for UdpSocket {
     }
 
     async fn send_batch(&self, batch: &Batch) -> usize {
+        let max_segments = if self.gso.load(Relaxed) {
+            self.state.max_gso_segments()
+        } else {
+            1
+        };
         let mut failed = 0;
-        for i in 0..batch.len() {
-            let transmit = Transmit {
-                destination: self.destination(batch.addr(i)),
-                ecn: None,
-                contents: batch.packet(i),
-                segment_size: None,
-                src_ip: None,
-            };
-            let r = self
-                .sock
-                .async_io(Interest::WRITABLE, || {
-                    self.state.try_send((&self.sock).into(), &transmit)
-                })
-                .await;
-            if let Err(e) = r {
-                tracing::debug!(destination = %batch.addr(i), error = %e, "UDP send failed");
-                failed += 1;
+        let mut scratch: Vec<u8> = Vec::new();
+        let mut i = 0;
+        while i < batch.len() {
+            let run = gso_run(batch, i, max_segments);
+            if run == 1 {
+                if self
+                    .send_one(batch.packet(i), batch.addr(i), None)
+                    .await
+                    .is_err()
+                {
+                    failed += 1;
+                }
+                i += 1;
+                continue;
             }
+            // One sendmsg with UDP_SEGMENT: equal-size datagrams, the last may be shorter.
+            scratch.clear();
+            for k in i..i + run {
+                scratch.extend_from_slice(batch.packet(k));
+            }
+            let size = batch.packet(i).len();
+            if let Err(e) = self.send_one(&scratch, batch.addr(i), Some(size)).await {
+                if matches!(e.raw_os_error(), Some(libc::EIO) | Some(libc::EINVAL)) {
+                    // The device or kernel cannot segment: fall back for good.
+                    tracing::info!(error = %e, "UDP GSO refused; sending datagrams one by one");
+                    self.gso.store(false, Relaxed);
+                    for k in i..i + run {
+                        if self
+                            .send_one(batch.packet(k), batch.addr(k), None)
+                            .await
+                            .is_err()
+                        {
+                            failed += 1;
+                        }
+                    }
+                } else {
+                    failed += run;
+                }
+            }
+            i += run;
         }
         failed
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gso_runs_group_equal_sizes_to_one_destination() {
+        let a: SocketAddr = "192.0.2.1:1".parse().unwrap();
+        let b: SocketAddr = "192.0.2.2:1".parse().unwrap();
+        let mut batch = Batch::with_capacity(8, 2000);
+        for (len, to) in [
+            (100, a),
+            (100, a),
+            (100, a),
+            (60, a),
+            (100, a),
+            (100, b),
+            (120, b),
+            (120, b),
+        ] {
+            batch.push(&vec![7u8; len], to);
+        }
+        // 3 equal + 1 shorter closes the run.
+        assert_eq!(gso_run(&batch, 0, 64), 4);
+        // A new destination starts a new run.
+        assert_eq!(gso_run(&batch, 4, 64), 1);
+        // A longer datagram cannot join.
+        assert_eq!(gso_run(&batch, 5, 64), 1);
+        assert_eq!(gso_run(&batch, 6, 64), 2);
+        // Without GSO every datagram goes alone.
+        assert_eq!(gso_run(&batch, 0, 1), 1);
     }
 }

@@ -1,17 +1,35 @@
 //! [`TunIo`] for a real Linux TUN device (tun-rs, no packet-information header).
+//!
+//! With offload (`IFF_VNET_HDR` + TSO4/TSO6, and USO where the kernel has it, probed at
+//! open, falling back cleanly where refused) the kernel hands us TCP super-packets of up
+//! to 64 KiB: tun-rs splits each straight into per-segment batch slots (checksums fixed).
+//! On the way back, decrypted segments of one flow are coalesced (tun-rs's GRO table) and
+//! written as one GSO packet the kernel accepts.
 
 use std::io;
 
-use tun_rs::{AsyncDevice, DeviceBuilder};
+use tun_rs::{AsyncDevice, DeviceBuilder, GROTable, VIRTIO_NET_HDR_LEN};
 
 use crate::batch::Batch;
 use crate::error::Error;
 use crate::io::TunIo;
 
+/// Largest read with a virtio header: a 64 KiB super-packet plus the header.
+const SUPER_PACKET: usize = 65_536 + VIRTIO_NET_HDR_LEN;
+
+/// State of the coalescing writer.
+struct Writer {
+    gro: GROTable,
+    bufs: Vec<Vec<u8>>,
+}
+
 /// A TUN device opened by this process.
 pub struct TunDevice {
     dev: AsyncDevice,
     name: String,
+    offload: bool,
+    read_buf: tokio::sync::Mutex<Vec<u8>>,
+    writer: tokio::sync::Mutex<Writer>,
 }
 
 impl TunDevice {
@@ -28,6 +46,29 @@ impl TunDevice {
     }
 
     fn open(name: &str, mtu: u16, up: bool, persist: bool) -> Result<Self, Error> {
+        if std::env::var_os("SWG_DISABLE_OFFLOAD").is_none() {
+            match Self::open_with(name, mtu, up, persist, true) {
+                Ok(dev) => return Ok(dev),
+                Err(e) => {
+                    tracing::info!(device = name, error = %e, "TUN offload refused; using plain reads and writes")
+                }
+            }
+        }
+        Self::open_with(name, mtu, up, persist, false)
+    }
+
+    /// True when the device runs with `IFF_VNET_HDR` and segmentation offload.
+    pub fn offload(&self) -> bool {
+        self.offload
+    }
+
+    fn open_with(
+        name: &str,
+        mtu: u16,
+        up: bool,
+        persist: bool,
+        offload: bool,
+    ) -> Result<Self, Error> {
         let err = |source: io::Error| Error::Tun {
             name: name.to_string(),
             source,
@@ -54,7 +95,21 @@ impl TunDevice {
             dev.persist().map_err(err)?;
         }
         let name = dev.name().map_err(err)?;
-        Ok(Self { dev, name })
+        let offload = offload && dev.tcp_gso();
+        Ok(Self {
+            dev,
+            name,
+            offload,
+            read_buf: tokio::sync::Mutex::new(if offload {
+                vec![0u8; SUPER_PACKET]
+            } else {
+                Vec::new()
+            }),
+            writer: tokio::sync::Mutex::new(Writer {
+                gro: GROTable::new(),
+                bufs: Vec::new(),
+            }),
+        })
     }
 
     /// The kernel's name for the device.
@@ -65,6 +120,76 @@ impl TunDevice {
 
 impl TunIo for TunDevice {
     async fn recv_batch(&self, batch: &mut Batch) -> io::Result<()> {
+        if !self.offload {
+            return self.recv_plain(batch).await;
+        }
+        let mut read_buf = self.read_buf.lock().await;
+        let mut sizes = [0usize; 128];
+        let mut first = true;
+        // A super-packet may split into up to 64 KiB / MSS segments: only read while that
+        // many slots are free.
+        while batch.capacity() - batch.len() >= 64 {
+            let start = batch.len;
+            let free = &mut batch.slots[start..];
+            let n_free = free.len().min(sizes.len());
+            let r = if first {
+                self.dev
+                    .recv_multiple(&mut read_buf, &mut free[..n_free], &mut sizes[..n_free], 0)
+                    .await
+            } else {
+                self.dev.try_recv_multiple(
+                    &mut read_buf,
+                    &mut free[..n_free],
+                    &mut sizes[..n_free],
+                    0,
+                )
+            };
+            let n = match r {
+                Ok(n) => n,
+                Err(e) if !first && e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.raw_os_error().is_none() && !first => {
+                    // A malformed super-packet: drop it, keep what we have.
+                    tracing::debug!(device = %self.name, error = %e, "dropping an unsplittable TUN packet");
+                    break;
+                }
+                Err(e) => return Err(e),
+            };
+            for &len in &sizes[..n] {
+                batch.commit(len, unspecified(), 0);
+            }
+            first = false;
+        }
+        Ok(())
+    }
+
+    async fn send_batch(&self, batch: &Batch) -> usize {
+        if !self.offload {
+            return self.send_plain(batch).await;
+        }
+        let mut w = self.writer.lock().await;
+        let Writer { gro, bufs } = &mut *w;
+        bufs.resize_with(batch.len(), Vec::new);
+        for (i, buf) in bufs.iter_mut().enumerate() {
+            buf.clear();
+            buf.resize(VIRTIO_NET_HDR_LEN, 0);
+            buf.extend_from_slice(batch.packet(i));
+        }
+        match self
+            .dev
+            .send_multiple(gro, &mut bufs[..], VIRTIO_NET_HDR_LEN)
+            .await
+        {
+            Ok(_) => 0,
+            Err(e) => {
+                tracing::debug!(device = %self.name, error = %e, "TUN batch write failed");
+                batch.len()
+            }
+        }
+    }
+}
+
+impl TunDevice {
+    async fn recv_plain(&self, batch: &mut Batch) -> io::Result<()> {
         let Some(slot) = batch.next_slot() else {
             return Ok(());
         };
@@ -80,7 +205,7 @@ impl TunIo for TunDevice {
         Ok(())
     }
 
-    async fn send_batch(&self, batch: &Batch) -> usize {
+    async fn send_plain(&self, batch: &Batch) -> usize {
         let mut failed = 0;
         for i in 0..batch.len() {
             if let Err(e) = self.dev.send(batch.packet(i)).await {

@@ -46,14 +46,16 @@ impl TunDevice {
     }
 
     fn open(name: &str, mtu: u16, up: bool, persist: bool) -> Result<Self, Error> {
-        if std::env::var_os("SWG_DISABLE_OFFLOAD").is_none() {
-            match Self::open_with(name, mtu, up, persist, true) {
+        // SWG_DISABLE_OFFLOAD forces the fallback (for tests and for kernels that
+        // misbehave with offload).
+        let refused = match std::env::var_os("SWG_DISABLE_OFFLOAD") {
+            Some(_) => "disabled by SWG_DISABLE_OFFLOAD".to_string(),
+            None => match Self::open_with(name, mtu, up, persist, true) {
                 Ok(dev) => return Ok(dev),
-                Err(e) => {
-                    tracing::info!(device = name, error = %e, "TUN offload refused; using plain reads and writes")
-                }
-            }
-        }
+                Err(e) => e.to_string(),
+            },
+        };
+        tracing::info!(device = name, reason = %refused, "TUN offload refused; using plain reads and writes");
         Self::open_with(name, mtu, up, persist, false)
     }
 

@@ -75,6 +75,7 @@ start() {
     _sockets+=("$ifname")
     case $impl in
         ours) ip netns exec "$ns" "$SWG_BIN" tunnel -f --log-level debug "$ifname" >"$TMP/$ifname.log" 2>&1 & ;;
+        ours-plain) ip netns exec "$ns" env SWG_DISABLE_OFFLOAD=1 "$SWG_BIN" tunnel -f --log-level debug "$ifname" >"$TMP/$ifname.log" 2>&1 & ;;
         wggo) ip netns exec "$ns" env LOG_LEVEL=error wireguard-go -f "$ifname" >"$TMP/$ifname.log" 2>&1 & ;;
         *) fail "unknown implementation $impl" ;;
     esac

@@ -14,6 +14,11 @@ traffic() {
 }
 
 test_ours_ours_v4_outer() { traffic ours ours 4; }
+# TUN offload on one side, the plain fallback on the other (SWG_DISABLE_OFFLOAD).
+test_offload_and_fallback_interop() {
+    traffic ours ours-plain 4
+    grep -q "TUN offload refused" "$TMP/$IF_B.log" || fail "the fallback side did not take the plain path"
+}
 test_ours_ours_v6_outer() { traffic ours ours 6; }
 # Ours initiates (A has the endpoint) ...
 test_ours_to_wggo_v4_outer() { traffic ours wggo 4; }

@@ -282,7 +282,11 @@ mod tests {
         let ip_len = if v6 { 40 } else { 20 };
         let hdr = VirtioNetHdr {
             flags: 1, // NEEDS_CSUM
-            gso_type: if v6 { VIRTIO_NET_HDR_GSO_TCPV6 } else { VIRTIO_NET_HDR_GSO_TCPV4 },
+            gso_type: if v6 {
+                VIRTIO_NET_HDR_GSO_TCPV6
+            } else {
+                VIRTIO_NET_HDR_GSO_TCPV4
+            },
             hdr_len: (ip_len + 20) as u16,
             gso_size: 1000,
             csum_start: ip_len as u16,
@@ -297,16 +301,27 @@ mod tests {
             let seg = &seg[..sizes[i]];
             let data_len = if i < 3 { 1000 } else { 500 };
             assert_eq!(seg.len(), ip_len + 20 + data_len);
-            let (src, dst) = if v6 { (&seg[8..24], &seg[24..40]) } else { (&seg[12..16], &seg[16..20]) };
+            let (src, dst) = if v6 {
+                (&seg[8..24], &seg[24..40])
+            } else {
+                (&seg[12..16], &seg[16..20])
+            };
             if v6 {
                 assert_eq!(u16::from_be_bytes([seg[4], seg[5]]) as usize, 20 + data_len);
             } else {
                 assert_eq!(u16::from_be_bytes([seg[2], seg[3]]) as usize, seg.len());
-                assert_eq!(sum(&seg[..20], 0), 0xffff, "IPv4 header checksum of segment {i}");
+                assert_eq!(
+                    sum(&seg[..20], 0),
+                    0xffff,
+                    "IPv4 header checksum of segment {i}"
+                );
             }
             let tcp = &seg[ip_len..];
             assert!(tcp_ok(src, dst, tcp), "TCP checksum of segment {i}");
-            assert_eq!(u32::from_be_bytes([tcp[4], tcp[5], tcp[6], tcp[7]]), 1000 + 1000 * i as u32);
+            assert_eq!(
+                u32::from_be_bytes([tcp[4], tcp[5], tcp[6], tcp[7]]),
+                1000 + 1000 * i as u32
+            );
             rebuilt.extend_from_slice(&tcp[20..]);
         }
         assert_eq!(rebuilt, payload);

@@ -84,11 +84,6 @@ impl TunnelConfig {
         }
         Ok(())
     }
-
-    /// The peer with this key, if configured.
-    pub fn peer_mut(&mut self, key: &Key) -> Option<&mut PeerConfig> {
-        self.peers.iter_mut().find(|p| &p.public_key == key)
-    }
 }
 
 /// Clears host bits: `10.0.0.1/24` becomes `10.0.0.0/24`.

@@ -14,8 +14,6 @@ pub const MSG_COOKIE_REPLY: u8 = 3;
 pub const MSG_DATA: u8 = 4;
 /// Bytes a data message adds to its plaintext: header (16) and Poly1305 tag (16).
 pub const DATA_OVERHEAD: usize = 32;
-/// Smallest buffer boringtun accepts for writing any message (a handshake initiation).
-pub const MIN_MESSAGE_BUF: usize = 148;
 
 /// The addresses of an inner IP packet.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -4,7 +4,7 @@
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, UNIX_EPOCH};
 
 use ip_network::IpNetwork;
 
@@ -455,12 +455,4 @@ pub fn format_set(req: &SetRequest) -> String {
     }
     s.push('\n');
     s
-}
-
-/// Seconds-resolution helper for callers printing "N seconds ago".
-pub fn seconds_since(t: SystemTime) -> u64 {
-    SystemTime::now()
-        .duration_since(t)
-        .unwrap_or_default()
-        .as_secs()
 }

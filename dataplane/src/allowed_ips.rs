@@ -11,6 +11,18 @@ pub struct AllowedIps<T> {
     table: IpNetworkTable<T>,
 }
 
+/// The last lookup of one [`AllowedIps`] table; borrowing the table ties the cache's
+/// lifetime to it, so a new table cannot be read through a stale cache.
+pub struct LookupCache<'a, T> {
+    last: Option<(IpAddr, Option<&'a T>)>,
+}
+
+impl<T> Default for LookupCache<'_, T> {
+    fn default() -> Self {
+        Self { last: None }
+    }
+}
+
 impl<T> Default for AllowedIps<T> {
     fn default() -> Self {
         Self {
@@ -42,6 +54,25 @@ impl<T> AllowedIps<T> {
             IpAddr::V4(v4) => self.table.longest_match_ipv4(v4).map(|(_, v)| v),
             IpAddr::V6(v6) => self.table.longest_match_ipv6(v6).map(|(_, v)| v),
         }
+    }
+
+    /// Like [`AllowedIps::lookup`], remembering the last answer in `cache`: the packets
+    /// of one batch mostly belong to one flow, so most lookups become one comparison.
+    /// A cache is only valid for the table it was filled from (clear it per batch).
+    #[inline]
+    pub fn lookup_cached<'a>(
+        &'a self,
+        ip: IpAddr,
+        cache: &mut LookupCache<'a, T>,
+    ) -> Option<&'a T> {
+        if let Some((last, hit)) = cache.last
+            && last == ip
+        {
+            return hit;
+        }
+        let hit = self.lookup(ip);
+        cache.last = Some((ip, hit));
+        hit
     }
 
     /// Number of prefixes (IPv4 + IPv6).

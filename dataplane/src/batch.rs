@@ -13,12 +13,27 @@ const UNSPECIFIED: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::UNSPE
 
 /// A batch of packets: `len` filled slots, each with a length, an address (UDP peer, or
 /// unused for TUN) and a segment size (for GRO-coalesced datagrams; 0 = one datagram).
+///
+/// A batch is either *slotted* (one fixed buffer per packet, for receiving) or *packed*
+/// (one buffer, packets stored back to back). A packed batch of sealed datagrams hands
+/// runs of equal-size datagrams to a GSO send without copying them again.
 pub struct Batch {
     pub(crate) slots: Vec<Box<[u8]>>,
+    offsets: Vec<usize>,
     pub(crate) lens: Vec<usize>,
     pub(crate) addrs: Vec<SocketAddr>,
     pub(crate) strides: Vec<usize>,
     pub(crate) len: usize,
+    /// Packed: the most packets, the end of the stored bytes, and the smallest free tail
+    /// handed out as a slot. `None` for a slotted batch.
+    packed: Option<Packed>,
+}
+
+#[derive(Clone, Copy)]
+struct Packed {
+    max: usize,
+    end: usize,
+    min_free: usize,
 }
 
 impl Default for Batch {
@@ -37,10 +52,36 @@ impl Batch {
     pub fn with_capacity(n: usize, size: usize) -> Self {
         Self {
             slots: (0..n).map(|_| vec![0u8; size].into_boxed_slice()).collect(),
+            offsets: vec![0; n],
             lens: vec![0; n],
             addrs: vec![UNSPECIFIED; n],
             strides: vec![0; n],
             len: 0,
+            packed: None,
+        }
+    }
+
+    /// A packed batch of up to `n` packets sharing one buffer: [`BATCH_SIZE`] packets of
+    /// `typical` bytes fit, and every slot handed out has at least [`SLOT_SIZE`] bytes.
+    pub fn packed(n: usize, typical: usize) -> Self {
+        Self::packed_with(n, n * typical + SLOT_SIZE, SLOT_SIZE)
+    }
+
+    /// A packed batch of up to `n` packets in `bytes`, handing out slots of at least
+    /// `min_free` bytes.
+    pub fn packed_with(n: usize, bytes: usize, min_free: usize) -> Self {
+        Self {
+            slots: vec![vec![0u8; bytes.max(min_free)].into_boxed_slice()],
+            offsets: vec![0; n],
+            lens: vec![0; n],
+            addrs: vec![UNSPECIFIED; n],
+            strides: vec![0; n],
+            len: 0,
+            packed: Some(Packed {
+                max: n,
+                end: 0,
+                min_free,
+            }),
         }
     }
 
@@ -54,19 +95,25 @@ impl Batch {
         self.len == 0
     }
 
-    /// True when every slot is filled.
+    /// True when no further slot can be handed out.
     pub fn is_full(&self) -> bool {
-        self.len == self.slots.len()
+        match self.packed {
+            None => self.len == self.slots.len(),
+            Some(p) => self.len == p.max || self.slots[0].len() - p.end < p.min_free,
+        }
     }
 
-    /// Number of slots.
+    /// Most packets the batch holds.
     pub fn capacity(&self) -> usize {
-        self.slots.len()
+        self.lens.len()
     }
 
-    /// Empties the batch (slots stay allocated).
+    /// Empties the batch (buffers stay allocated).
     pub fn clear(&mut self) {
         self.len = 0;
+        if let Some(p) = &mut self.packed {
+            p.end = 0;
+        }
     }
 
     /// Total bytes in filled slots.
@@ -75,8 +122,23 @@ impl Batch {
     }
 
     /// The bytes of filled slot `i`.
+    #[inline]
     pub fn packet(&self, i: usize) -> &[u8] {
-        &self.slots[i][..self.lens[i]]
+        let buf = if self.packed.is_some() {
+            &self.slots[0]
+        } else {
+            &self.slots[i]
+        };
+        &buf[self.offsets[i]..self.offsets[i] + self.lens[i]]
+    }
+
+    /// Packets `i..i + n` as one byte string, if they lie back to back (packed batches).
+    pub fn run(&self, i: usize, n: usize) -> Option<&[u8]> {
+        self.packed?;
+        let last = i + n - 1;
+        let (start, end) = (self.offsets[i], self.offsets[last] + self.lens[last]);
+        let sum: usize = self.lens[i..=last].iter().sum();
+        (end - start == sum).then(|| &self.slots[0][start..end])
     }
 
     /// The address of filled slot `i`.
@@ -90,14 +152,36 @@ impl Batch {
     }
 
     /// The whole buffer of the next free slot, to be written and then [`Batch::commit`]ted.
+    #[inline]
     pub fn next_slot(&mut self) -> Option<&mut [u8]> {
-        let i = self.len;
-        self.slots.get_mut(i).map(|s| &mut s[..])
+        if self.is_full() {
+            return None;
+        }
+        match self.packed {
+            None => Some(&mut self.slots[self.len][..]),
+            Some(p) => Some(&mut self.slots[0][p.end..]),
+        }
+    }
+
+    /// The free slots of a slotted batch, for a vectored receive that then commits them
+    /// in order.
+    pub(crate) fn free_slots(&mut self) -> &mut [Box<[u8]>] {
+        assert!(self.packed.is_none(), "receiving into a packed batch");
+        &mut self.slots[self.len..]
     }
 
     /// Marks the next free slot as filled with `len` bytes for `addr`.
+    #[inline]
     pub fn commit(&mut self, len: usize, addr: SocketAddr, stride: usize) {
         let i = self.len;
+        self.offsets[i] = match &mut self.packed {
+            None => 0,
+            Some(p) => {
+                let at = p.end;
+                p.end += len;
+                at
+            }
+        };
         self.lens[i] = len;
         self.addrs[i] = addr;
         self.strides[i] = stride;
@@ -148,5 +232,31 @@ mod tests {
         b.clear();
         assert!(b.is_empty());
         assert!(!b.push(&[0u8; 17], a));
+    }
+
+    #[test]
+    fn packed_batches_store_packets_back_to_back() {
+        let a: SocketAddr = "1.2.3.4:5".parse().unwrap();
+        let b: SocketAddr = "1.2.3.4:6".parse().unwrap();
+        let mut p = Batch::packed_with(8, 64, 16);
+        assert!(p.push(b"0123456789", a));
+        assert!(p.push(b"abcdefghij", a));
+        assert!(p.push(b"xyz", b));
+        assert_eq!(p.packet(1), b"abcdefghij");
+        assert_eq!(p.run(0, 2), Some(&b"0123456789abcdefghij"[..]));
+        assert_eq!(p.run(1, 2), Some(&b"abcdefghijxyz"[..]));
+        // 23 of 64 bytes used: the next tail (41) is still at least 16.
+        assert_eq!(p.next_slot().map(|s| s.len()), Some(41));
+        assert!(p.push(&[1u8; 30], a));
+        // 11 bytes left, below the smallest slot handed out.
+        assert!(p.is_full());
+        assert!(p.next_slot().is_none());
+        p.clear();
+        assert_eq!(p.next_slot().map(|s| s.len()), Some(64));
+        // A slotted batch never claims a run.
+        let mut s = Batch::with_capacity(2, 16);
+        s.push(b"ab", a);
+        s.push(b"cd", a);
+        assert_eq!(s.run(0, 2), None);
     }
 }

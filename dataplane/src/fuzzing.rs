@@ -92,7 +92,16 @@ impl InboundHarness {
         let src: SocketAddr = "192.0.2.7:51820".parse().expect("valid address");
         self.out.to_tun.clear();
         self.out.to_net.clear();
-        let _ = handle(&self.table, datagram, src, &mut self.out, &self.counters, 1);
+        let mut routes = crate::allowed_ips::LookupCache::default();
+        let _ = handle(
+            &self.table,
+            datagram,
+            src,
+            &mut self.out,
+            &self.counters,
+            1,
+            &mut routes,
+        );
         assert!(
             self.out.to_tun.is_empty(),
             "a forged datagram reached the TUN"

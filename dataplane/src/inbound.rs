@@ -17,7 +17,8 @@ use std::time::Duration;
 use boringtun::noise::handshake::parse_handshake_anon;
 use boringtun::noise::{Packet, Tunn, TunnResult};
 
-use crate::batch::Batch;
+use crate::allowed_ips::LookupCache;
+use crate::batch::{BATCH_SIZE, Batch};
 use crate::io::{TunIo, UdpBinder, UdpIo};
 use crate::key::Key;
 use crate::packet::{self, MSG_DATA, MSG_HANDSHAKE_INIT, MSG_HANDSHAKE_RESPONSE, Message};
@@ -33,7 +34,7 @@ pub(crate) async fn run<T: TunIo, B: UdpBinder>(
     let mut input = Batch::new();
     let mut out = Outputs {
         to_tun: Batch::new(),
-        to_net: Batch::new(),
+        to_net: Batch::packed(BATCH_SIZE, 1500),
     };
     loop {
         let socket = sockets.borrow_and_update().clone();
@@ -60,6 +61,7 @@ pub(crate) async fn run<T: TunIo, B: UdpBinder>(
             }
         }
         let table = shared.table();
+        let mut routes = LookupCache::default();
         let now_ms = shared.clock.now_ms();
         shared
             .counters
@@ -68,7 +70,15 @@ pub(crate) async fn run<T: TunIo, B: UdpBinder>(
             if out.to_tun.is_full() || out.to_net.is_full() {
                 out.flush(&*tun, &*socket, &shared.counters).await;
             }
-            let mut more = handle(&table, datagram, src, &mut out, &shared.counters, now_ms);
+            let mut more = handle(
+                &table,
+                datagram,
+                src,
+                &mut out,
+                &shared.counters,
+                now_ms,
+                &mut routes,
+            );
             while let Some(pos) = more {
                 out.flush(&*tun, &*socket, &shared.counters).await;
                 let peer = &table.peers[pos];
@@ -103,13 +113,14 @@ impl Outputs {
 
 /// Processes one datagram from `src`. Needs one free slot in each output batch. Returns
 /// the peer's position when its queue of held packets did not fit into `to_net`.
-pub(crate) fn handle(
-    table: &PeerTable,
+pub(crate) fn handle<'t>(
+    table: &'t PeerTable,
     datagram: &[u8],
     src: SocketAddr,
     out: &mut Outputs,
     counters: &DeviceCounters,
     now_ms: u64,
+    routes: &mut LookupCache<'t, usize>,
 ) -> Option<usize> {
     let Some(identity) = &table.identity else {
         counters.drop_packets(DropReason::NoKey, 1);
@@ -179,7 +190,7 @@ pub(crate) fn handle(
         peer.set_endpoint(src);
         if let Some((len, inner_src)) = delivered {
             // Cryptokey routing, inbound: the inner source must route back to this peer.
-            if table.routes.lookup(inner_src) == Some(&pos) {
+            if table.routes.lookup_cached(inner_src, routes) == Some(&pos) {
                 out.to_tun.commit(len, src, 0);
             } else {
                 counters.drop_packets(DropReason::SourceNotAllowed, 1);

@@ -14,7 +14,8 @@ use std::sync::Arc;
 
 use boringtun::noise::TunnResult;
 
-use crate::batch::Batch;
+use crate::allowed_ips::LookupCache;
+use crate::batch::{BATCH_SIZE, Batch};
 use crate::io::{TunIo, UdpBinder, UdpIo};
 use crate::packet;
 use crate::peers::PeerTable;
@@ -26,7 +27,8 @@ pub(crate) async fn run<T: TunIo, B: UdpBinder>(
     tun: Arc<T>,
 ) -> io::Result<()> {
     let mut input = Batch::new();
-    let mut output = Batch::new();
+    // Sealed datagrams back to back, so a peer's run goes out as one GSO send.
+    let mut output = Batch::packed(BATCH_SIZE, 1500);
     let mut order: Vec<(usize, usize)> = Vec::with_capacity(input.capacity());
     loop {
         input.clear();
@@ -64,12 +66,13 @@ pub(crate) fn route(
     counters: &DeviceCounters,
 ) {
     order.clear();
+    let mut cache = LookupCache::default();
     for i in 0..input.len() {
         let Some(header) = packet::ip_header(input.packet(i)) else {
             counters.drop_packets(DropReason::NotIp, 1);
             continue;
         };
-        match table.routes.lookup(header.dst) {
+        match table.routes.lookup_cached(header.dst, &mut cache) {
             Some(&pos) => order.push((pos, i)),
             None => counters.drop_packets(DropReason::NoRoute, 1),
         }

@@ -17,6 +17,10 @@ use crate::io::TunIo;
 /// Largest read with a virtio header: a 64 KiB super-packet plus the header.
 const SUPER_PACKET: usize = 65_536 + VIRTIO_NET_HDR_LEN;
 
+/// Transmit queue of the device (the kernel default is 500): bursts from the inner stack
+/// wait here instead of being dropped while a batch is being sealed.
+const TX_QUEUE_LEN: u32 = 5_000;
+
 /// State of the coalescing writer.
 struct Writer {
     gro: GROTable,
@@ -88,7 +92,9 @@ impl TunDevice {
         let mut builder = DeviceBuilder::new()
             .name(name)
             .mtu(mtu)
-            .packet_information(false);
+            .packet_information(false)
+            .offload(offload)
+            .tx_queue_len(TX_QUEUE_LEN);
         if up {
             builder = builder.enable(true);
         }
@@ -131,8 +137,7 @@ impl TunIo for TunDevice {
         // A super-packet may split into up to 64 KiB / MSS segments: only read while that
         // many slots are free.
         while batch.capacity() - batch.len() >= 64 {
-            let start = batch.len;
-            let free = &mut batch.slots[start..];
+            let free = batch.free_slots();
             let n_free = free.len().min(sizes.len());
             let r = if first {
                 self.dev
@@ -170,17 +175,20 @@ impl TunIo for TunDevice {
         }
         let mut w = self.writer.lock().await;
         let Writer { gro, bufs } = &mut *w;
-        bufs.resize_with(batch.len(), Vec::new);
+        // tun-rs only coalesces into a buffer whose capacity already holds the whole
+        // super-packet, so every buffer gets a 64 KiB allocation once (and is kept).
+        if bufs.len() < batch.len() {
+            bufs.resize_with(batch.len(), || {
+                Vec::with_capacity(SUPER_PACKET + VIRTIO_NET_HDR_LEN)
+            });
+        }
+        let bufs = &mut bufs[..batch.len()];
         for (i, buf) in bufs.iter_mut().enumerate() {
             buf.clear();
             buf.resize(VIRTIO_NET_HDR_LEN, 0);
             buf.extend_from_slice(batch.packet(i));
         }
-        match self
-            .dev
-            .send_multiple(gro, &mut bufs[..], VIRTIO_NET_HDR_LEN)
-            .await
-        {
+        match self.dev.send_multiple(gro, bufs, VIRTIO_NET_HDR_LEN).await {
             Ok(_) => 0,
             Err(e) => {
                 tracing::debug!(device = %self.name, error = %e, "TUN batch write failed");

@@ -148,8 +148,7 @@ impl UdpIo for UdpSocket {
     }
 
     async fn recv_batch(&self, batch: &mut Batch) -> io::Result<()> {
-        let start = batch.len;
-        let free = &mut batch.slots[start..];
+        let free = batch.free_slots();
         let mut meta = vec![RecvMeta::default(); free.len()];
         let mut iovs: Vec<IoSliceMut<'_>> = free
             .iter_mut()
@@ -176,11 +175,12 @@ impl UdpIo for UdpSocket {
             1
         };
         let mut failed = 0;
-        let mut scratch: Vec<u8> = Vec::new();
         let mut i = 0;
         while i < batch.len() {
             let run = gso_run(batch, i, max_segments);
-            if run == 1 {
+            // Runs of a packed batch already lie back to back: one sendmsg with
+            // UDP_SEGMENT, no copy. Anything else goes datagram by datagram.
+            let Some(bytes) = batch.run(i, run).filter(|_| run > 1) else {
                 if self
                     .send_one(batch.packet(i), batch.addr(i), None)
                     .await
@@ -190,14 +190,9 @@ impl UdpIo for UdpSocket {
                 }
                 i += 1;
                 continue;
-            }
-            // One sendmsg with UDP_SEGMENT: equal-size datagrams, the last may be shorter.
-            scratch.clear();
-            for k in i..i + run {
-                scratch.extend_from_slice(batch.packet(k));
-            }
+            };
             let size = batch.packet(i).len();
-            if let Err(e) = self.send_one(&scratch, batch.addr(i), Some(size)).await {
+            if let Err(e) = self.send_one(bytes, batch.addr(i), Some(size)).await {
                 if matches!(e.raw_os_error(), Some(libc::EIO) | Some(libc::EINVAL)) {
                     // The device or kernel cannot segment: fall back for good.
                     tracing::info!(error = %e, "UDP GSO refused; sending datagrams one by one");

@@ -18,6 +18,15 @@ test_ours_ours_v4_outer() { traffic ours ours 4; }
 test_offload_and_fallback_interop() {
     traffic ours ours-plain 4
     grep -q "TUN offload refused" "$TMP/$IF_B.log" || fail "the fallback side did not take the plain path"
+    ip -n "$NS_A" -d link show "$IF_A" | grep -q 'vnet_hdr on' || fail "offload side: no vnet_hdr"
+    ip -n "$NS_B" -d link show "$IF_B" | grep -q 'vnet_hdr off' || fail "fallback side has vnet_hdr"
+    # The offload side's TUN moved super-packets both ways: TSO reads (TX of the device)
+    # and coalesced GRO writes (RX of the device) average well above the 1420-byte MTU.
+    local stats rx_bytes rx_pkts tx_bytes tx_pkts
+    stats=$(ip -n "$NS_A" -s -j link show "$IF_A")
+    read -r rx_bytes rx_pkts tx_bytes tx_pkts < <(python3 -c 'import json,sys; s=json.load(sys.stdin)[0]["stats64"]; print(s["rx"]["bytes"], s["rx"]["packets"], s["tx"]["bytes"], s["tx"]["packets"])' <<<"$stats")
+    [ $((tx_bytes / tx_pkts)) -gt 4000 ] || fail "no TSO super-packets read: $tx_bytes bytes in $tx_pkts packets"
+    [ $((rx_bytes / rx_pkts)) -gt 4000 ] || fail "no coalesced writes: $rx_bytes bytes in $rx_pkts packets"
 }
 test_ours_ours_v6_outer() { traffic ours ours 6; }
 # Ours initiates (A has the endpoint) ...

@@ -9,6 +9,10 @@ pub const BATCH_SIZE: usize = 128;
 /// Size of one slot: the largest UDP payload or IP packet plus room for WireGuard overhead.
 pub const SLOT_SIZE: usize = 65_536 + 64;
 
+/// Free bytes kept in front of every packet of a batch bound for a TUN device, where a
+/// virtio-net header (10 bytes) is written without moving the packet.
+pub const TUN_HEADROOM: usize = 16;
+
 const UNSPECIFIED: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0));
 
 /// A batch of packets: `len` filled slots, each with a length, an address (UDP peer, or
@@ -24,6 +28,8 @@ pub struct Batch {
     pub(crate) addrs: Vec<SocketAddr>,
     pub(crate) strides: Vec<usize>,
     pub(crate) len: usize,
+    /// Bytes left free in front of each packet (slotted batches).
+    headroom: usize,
     /// Packed: the most packets, the end of the stored bytes, and the smallest free tail
     /// handed out as a slot. `None` for a slotted batch.
     packed: Option<Packed>,
@@ -57,8 +63,23 @@ impl Batch {
             addrs: vec![UNSPECIFIED; n],
             strides: vec![0; n],
             len: 0,
+            headroom: 0,
             packed: None,
         }
+    }
+
+    /// A slotted batch whose packets start `headroom` bytes into their slots.
+    pub fn with_headroom(n: usize, size: usize, headroom: usize) -> Self {
+        assert!(headroom < size, "headroom must leave room for a packet");
+        Self {
+            headroom,
+            ..Self::with_capacity(n, size)
+        }
+    }
+
+    /// Bytes free in front of each packet.
+    pub fn headroom(&self) -> usize {
+        self.headroom
     }
 
     /// A packed batch of up to `n` packets sharing one buffer: [`BATCH_SIZE`] packets of
@@ -77,6 +98,7 @@ impl Batch {
             addrs: vec![UNSPECIFIED; n],
             strides: vec![0; n],
             len: 0,
+            headroom: 0,
             packed: Some(Packed {
                 max: n,
                 end: 0,
@@ -158,7 +180,7 @@ impl Batch {
             return None;
         }
         match self.packed {
-            None => Some(&mut self.slots[self.len][..]),
+            None => Some(&mut self.slots[self.len][self.headroom..]),
             Some(p) => Some(&mut self.slots[0][p.end..]),
         }
     }
@@ -166,8 +188,23 @@ impl Batch {
     /// The free slots of a slotted batch, for a vectored receive that then commits them
     /// in order.
     pub(crate) fn free_slots(&mut self) -> &mut [Box<[u8]>] {
-        assert!(self.packed.is_none(), "receiving into a packed batch");
+        assert!(
+            self.packed.is_none() && self.headroom == 0,
+            "receiving into a packed batch or one with headroom"
+        );
         &mut self.slots[self.len..]
+    }
+
+    /// The filled slots of a slotted batch, whole (headroom included), with the end of
+    /// each packet: for writers that prepend a header in the headroom.
+    pub(crate) fn filled_slots_mut(&mut self) -> impl Iterator<Item = (&mut [u8], usize)> {
+        assert!(self.packed.is_none(), "a packed batch has no slots");
+        let n = self.len;
+        let ends = self.offsets[..n].iter().zip(&self.lens[..n]);
+        self.slots[..n]
+            .iter_mut()
+            .zip(ends)
+            .map(|(s, (o, l))| (&mut s[..], o + l))
     }
 
     /// Marks the next free slot as filled with `len` bytes for `addr`.
@@ -175,7 +212,7 @@ impl Batch {
     pub fn commit(&mut self, len: usize, addr: SocketAddr, stride: usize) {
         let i = self.len;
         self.offsets[i] = match &mut self.packed {
-            None => 0,
+            None => self.headroom,
             Some(p) => {
                 let at = p.end;
                 p.end += len;
@@ -258,5 +295,17 @@ mod tests {
         s.push(b"ab", a);
         s.push(b"cd", a);
         assert_eq!(s.run(0, 2), None);
+    }
+
+    #[test]
+    fn headroom_stays_free_in_front_of_packets() {
+        let a: SocketAddr = "1.2.3.4:5".parse().unwrap();
+        let mut b = Batch::with_headroom(2, 32, 10);
+        assert_eq!(b.next_slot().map(|s| s.len()), Some(22));
+        assert!(b.push(b"hello", a));
+        assert_eq!(b.packet(0), b"hello");
+        let (slot, end) = b.filled_slots_mut().next().unwrap();
+        assert_eq!((slot.len(), end), (32, 15));
+        assert_eq!(&slot[10..end], b"hello");
     }
 }

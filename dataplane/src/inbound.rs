@@ -18,7 +18,7 @@ use boringtun::noise::handshake::parse_handshake_anon;
 use boringtun::noise::{Packet, Tunn, TunnResult};
 
 use crate::allowed_ips::LookupCache;
-use crate::batch::{BATCH_SIZE, Batch};
+use crate::batch::{BATCH_SIZE, Batch, SLOT_SIZE, TUN_HEADROOM};
 use crate::io::{TunIo, UdpBinder, UdpIo};
 use crate::key::Key;
 use crate::packet::{self, MSG_DATA, MSG_HANDSHAKE_INIT, MSG_HANDSHAKE_RESPONSE, Message};
@@ -33,7 +33,7 @@ pub(crate) async fn run<T: TunIo, B: UdpBinder>(
     let mut sockets = shared.subscribe_socket();
     let mut input = Batch::new();
     let mut out = Outputs {
-        to_tun: Batch::new(),
+        to_tun: Batch::with_headroom(BATCH_SIZE, SLOT_SIZE, TUN_HEADROOM),
         to_net: Batch::packed(BATCH_SIZE, 1500),
     };
     loop {
@@ -99,7 +99,7 @@ pub(crate) struct Outputs {
 impl Outputs {
     async fn flush<T: TunIo, U: UdpIo>(&mut self, tun: &T, udp: &U, counters: &DeviceCounters) {
         if !self.to_tun.is_empty() {
-            let failed = tun.send_batch(&self.to_tun).await;
+            let failed = tun.send_batch(&mut self.to_tun).await;
             counters.drop_packets(DropReason::SendError, failed as u64);
             self.to_tun.clear();
         }

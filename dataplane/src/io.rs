@@ -13,8 +13,9 @@ pub trait TunIo: Send + Sync + 'static {
     /// already queued, without waiting. An error means the device is gone.
     fn recv_batch(&self, batch: &mut Batch) -> impl Future<Output = io::Result<()>> + Send;
 
-    /// Writes every filled slot of `batch` as one packet; returns how many failed.
-    fn send_batch(&self, batch: &Batch) -> impl Future<Output = usize> + Send;
+    /// Writes every filled slot of `batch` as one packet; returns how many failed. The
+    /// batch's headroom and slots may be used as scratch space (headers, coalescing).
+    fn send_batch(&self, batch: &mut Batch) -> impl Future<Output = usize> + Send;
 }
 
 /// The outer side: one bound UDP socket carrying WireGuard messages.

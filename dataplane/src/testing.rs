@@ -62,7 +62,7 @@ impl TunIo for MemTun {
         Ok(())
     }
 
-    async fn send_batch(&self, batch: &Batch) -> usize {
+    async fn send_batch(&self, batch: &mut Batch) -> usize {
         let mut failed = 0;
         for i in 0..batch.len() {
             if self.to_host.send(batch.packet(i).to_vec()).await.is_err() {

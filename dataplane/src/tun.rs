@@ -8,7 +8,7 @@
 
 use std::io;
 
-use tun_rs::{AsyncDevice, DeviceBuilder, GROTable, VIRTIO_NET_HDR_LEN};
+use tun_rs::{AsyncDevice, DeviceBuilder, ExpandBuffer, GROTable, VIRTIO_NET_HDR_LEN};
 
 use crate::batch::Batch;
 use crate::error::Error;
@@ -169,32 +169,87 @@ impl TunIo for TunDevice {
         Ok(())
     }
 
-    async fn send_batch(&self, batch: &Batch) -> usize {
+    async fn send_batch(&self, batch: &mut Batch) -> usize {
         if !self.offload {
             return self.send_plain(batch).await;
         }
+        let headroom = batch.headroom();
         let mut w = self.writer.lock().await;
         let Writer { gro, bufs } = &mut *w;
-        // tun-rs only coalesces into a buffer whose capacity already holds the whole
-        // super-packet, so every buffer gets a 64 KiB allocation once (and is kept).
-        if bufs.len() < batch.len() {
-            bufs.resize_with(batch.len(), || {
-                Vec::with_capacity(SUPER_PACKET + VIRTIO_NET_HDR_LEN)
-            });
-        }
-        let bufs = &mut bufs[..batch.len()];
-        for (i, buf) in bufs.iter_mut().enumerate() {
-            buf.clear();
-            buf.resize(VIRTIO_NET_HDR_LEN, 0);
-            buf.extend_from_slice(batch.packet(i));
-        }
-        match self.dev.send_multiple(gro, bufs, VIRTIO_NET_HDR_LEN).await {
+        let sent = if headroom >= VIRTIO_NET_HDR_LEN {
+            // The virtio header goes into the headroom and segments coalesce inside the
+            // batch's own slots: the packets are not copied again.
+            let mut slots: Vec<SlotBuf<'_>> = batch
+                .filled_slots_mut()
+                .map(|(buf, len)| SlotBuf { buf, len })
+                .collect();
+            self.dev.send_multiple(gro, &mut slots, headroom).await
+        } else {
+            // tun-rs only coalesces into a buffer whose capacity already holds the whole
+            // super-packet, so every buffer gets a 64 KiB allocation once (and is kept).
+            if bufs.len() < batch.len() {
+                bufs.resize_with(batch.len(), || {
+                    Vec::with_capacity(SUPER_PACKET + VIRTIO_NET_HDR_LEN)
+                });
+            }
+            let bufs = &mut bufs[..batch.len()];
+            for (i, buf) in bufs.iter_mut().enumerate() {
+                buf.clear();
+                buf.resize(VIRTIO_NET_HDR_LEN, 0);
+                buf.extend_from_slice(batch.packet(i));
+            }
+            self.dev.send_multiple(gro, bufs, VIRTIO_NET_HDR_LEN).await
+        };
+        match sent {
             Ok(_) => 0,
             Err(e) => {
                 tracing::debug!(device = %self.name, error = %e, "TUN batch write failed");
                 batch.len()
             }
         }
+    }
+}
+
+/// A batch slot as tun-rs's coalescer sees it: the whole slot is capacity, the first
+/// `len` bytes (headroom + packet) are in use. Coalescing appends to it in place.
+struct SlotBuf<'a> {
+    buf: &'a mut [u8],
+    len: usize,
+}
+
+impl AsRef<[u8]> for SlotBuf<'_> {
+    fn as_ref(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+}
+
+impl AsMut<[u8]> for SlotBuf<'_> {
+    fn as_mut(&mut self) -> &mut [u8] {
+        &mut self.buf[..self.len]
+    }
+}
+
+impl ExpandBuffer for SlotBuf<'_> {
+    fn buf_capacity(&self) -> usize {
+        self.buf.len()
+    }
+
+    // tun-rs checks `buf_capacity` before it grows a buffer, so these never run out of
+    // room; should one ever be asked to, it stops at the slot's end rather than panic.
+    fn buf_resize(&mut self, new_len: usize, value: u8) {
+        debug_assert!(new_len <= self.buf.len());
+        let new_len = new_len.min(self.buf.len());
+        if new_len > self.len {
+            self.buf[self.len..new_len].fill(value);
+        }
+        self.len = new_len;
+    }
+
+    fn buf_extend_from_slice(&mut self, src: &[u8]) {
+        debug_assert!(self.len + src.len() <= self.buf.len());
+        let end = (self.len + src.len()).min(self.buf.len());
+        self.buf[self.len..end].copy_from_slice(&src[..end - self.len]);
+        self.len = end;
     }
 }
 

@@ -11,7 +11,6 @@
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
 use std::time::Duration;
 
 use boringtun::noise::handshake::parse_handshake_anon;
@@ -25,40 +24,52 @@ use crate::packet::{self, MSG_DATA, MSG_HANDSHAKE_INIT, MSG_HANDSHAKE_RESPONSE, 
 use crate::peers::{Peer, PeerTable};
 use crate::stats::{DeviceCounters, DropReason};
 use crate::tunnel::Shared;
+use crate::wake;
 
-pub(crate) async fn run<T: TunIo, B: UdpBinder>(
-    shared: Arc<Shared<B>>,
-    tun: Arc<T>,
-) -> io::Result<()> {
-    let mut sockets = shared.subscribe_socket();
+/// Bits of the wait mask, in the order the descriptors are passed.
+const REBOUND: u8 = 0b10;
+
+/// The inbound thread: returns when `shared.stop` is set. Follows the socket through
+/// rebinds (`shared.rebound` rings after each).
+pub(crate) fn run<T: TunIo, B: UdpBinder>(shared: &Shared<B>, tun: &T) -> io::Result<()> {
     let mut input = Batch::new();
     let mut out = Outputs {
         to_tun: Batch::with_headroom(BATCH_SIZE, SLOT_SIZE, TUN_HEADROOM),
         to_net: Batch::packed(BATCH_SIZE, 1500),
     };
+    let mut socket = shared.socket();
+    let mut drained = true;
     loop {
-        let socket = sockets.borrow_and_update().clone();
-        let Some(socket) = socket else {
-            if sockets.changed().await.is_err() {
-                return Ok(());
+        if drained {
+            let (stop, rebound) = (shared.stop.fd(), shared.rebound.fd());
+            let ready = match &socket {
+                Some(s) => wake::readable(&[stop, rebound, s.readiness()], None)?,
+                None => wake::readable(&[stop, rebound], None)?,
+            };
+            if ready & REBOUND != 0 {
+                // Drain before looking: a later rebind rings again.
+                shared.rebound.drain();
+                socket = shared.socket();
             }
+        }
+        if shared.stop.is_set() {
+            return Ok(());
+        }
+        let Some(socket) = &socket else {
+            drained = true;
             continue;
         };
         input.clear();
-        tokio::select! {
-            r = socket.recv_batch(&mut input) => {
-                if let Err(e) = r {
-                    tracing::debug!(device = %shared.name, error = %e, "UDP receive failed");
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                    continue;
-                }
+        drained = match socket.recv_batch(&mut input) {
+            Ok(drained) => drained,
+            Err(e) => {
+                tracing::debug!(device = %shared.name, error = %e, "UDP receive failed");
+                std::thread::sleep(Duration::from_millis(10));
+                true
             }
-            r = sockets.changed() => {
-                if r.is_err() {
-                    return Ok(());
-                }
-                continue;
-            }
+        };
+        if input.is_empty() {
+            continue;
         }
         let table = shared.table();
         let mut routes = LookupCache::default();
@@ -68,7 +79,7 @@ pub(crate) async fn run<T: TunIo, B: UdpBinder>(
             .received(input.datagrams().count() as u64, input.bytes());
         for (datagram, src) in input.datagrams() {
             if out.to_tun.is_full() || out.to_net.is_full() {
-                out.flush(&*tun, &*socket, &shared.counters).await;
+                out.flush(tun, &**socket, &shared.counters);
             }
             let mut more = handle(
                 &table,
@@ -80,13 +91,13 @@ pub(crate) async fn run<T: TunIo, B: UdpBinder>(
                 &mut routes,
             );
             while let Some(pos) = more {
-                out.flush(&*tun, &*socket, &shared.counters).await;
+                out.flush(tun, &**socket, &shared.counters);
                 let peer = &table.peers[pos];
                 let dst = peer.endpoint().unwrap_or(src);
                 more = drain_into(&mut peer.tunn(), peer, dst, &mut out.to_net).then_some(pos);
             }
         }
-        out.flush(&*tun, &*socket, &shared.counters).await;
+        out.flush(tun, &**socket, &shared.counters);
     }
 }
 
@@ -97,14 +108,14 @@ pub(crate) struct Outputs {
 }
 
 impl Outputs {
-    async fn flush<T: TunIo, U: UdpIo>(&mut self, tun: &T, udp: &U, counters: &DeviceCounters) {
+    fn flush<T: TunIo, U: UdpIo>(&mut self, tun: &T, udp: &U, counters: &DeviceCounters) {
         if !self.to_tun.is_empty() {
-            let failed = tun.send_batch(&mut self.to_tun).await;
+            let failed = tun.send_batch(&mut self.to_tun);
             counters.drop_packets(DropReason::SendError, failed as u64);
             self.to_tun.clear();
         }
         if !self.to_net.is_empty() {
-            let failed = udp.send_batch(&self.to_net).await;
+            let failed = udp.send_batch(&self.to_net);
             counters.sent_batch(&self.to_net, failed);
             self.to_net.clear();
         }

@@ -1,21 +1,29 @@
 //! The two transports the packet paths are generic over. Real implementations live in
 //! `tun.rs` and `udp.rs`; in-memory ones for tests in `testing.rs`. Static dispatch: the
 //! loops are monomorphised per transport, no `dyn` on the hot path.
+//!
+//! The paths run on their own threads: each sleeps in `poll(2)` on a transport's
+//! [`readiness`](TunIo::readiness) descriptor, then reads without blocking until the
+//! transport is drained, so a packet costs one wake-up of the thread that handles it.
 
-use std::future::Future;
 use std::io;
+use std::os::fd::BorrowedFd;
 
 use crate::batch::Batch;
 
 /// The inner side: a TUN device carrying IP packets.
 pub trait TunIo: Send + Sync + 'static {
-    /// Waits for at least one packet, then fills the rest of `batch` with packets that are
-    /// already queued, without waiting. An error means the device is gone.
-    fn recv_batch(&self, batch: &mut Batch) -> impl Future<Output = io::Result<()>> + Send;
+    /// Readable while packets wait to be read.
+    fn readiness(&self) -> BorrowedFd<'_>;
+
+    /// Fills `batch` with packets that are already queued, without waiting. Returns true
+    /// when it stopped because nothing more was queued (false: the batch filled up). An
+    /// error means the device is gone.
+    fn recv_batch(&self, batch: &mut Batch) -> io::Result<bool>;
 
     /// Writes every filled slot of `batch` as one packet; returns how many failed. The
     /// batch's headroom and slots may be used as scratch space (headers, coalescing).
-    fn send_batch(&self, batch: &mut Batch) -> impl Future<Output = usize> + Send;
+    fn send_batch(&self, batch: &mut Batch) -> usize;
 }
 
 /// The outer side: one bound UDP socket carrying WireGuard messages.
@@ -26,13 +34,17 @@ pub trait UdpIo: Send + Sync + 'static {
     /// Changes `SO_MARK` (0 clears it).
     fn set_fwmark(&self, mark: u32) -> io::Result<()>;
 
-    /// Waits for at least one datagram, then fills the rest of `batch` without waiting.
-    /// Slot addresses are sources; a slot may hold GRO-coalesced datagrams (see
-    /// [`Batch::stride`]).
-    fn recv_batch(&self, batch: &mut Batch) -> impl Future<Output = io::Result<()>> + Send;
+    /// Readable while datagrams wait to be read.
+    fn readiness(&self) -> BorrowedFd<'_>;
 
-    /// Sends every filled slot to its address; returns how many failed.
-    fn send_batch(&self, batch: &Batch) -> impl Future<Output = usize> + Send;
+    /// Fills `batch` with datagrams that are already queued, without waiting; returns
+    /// true when the socket was drained. Slot addresses are sources; a slot may hold
+    /// GRO-coalesced datagrams (see [`Batch::stride`]).
+    fn recv_batch(&self, batch: &mut Batch) -> io::Result<bool>;
+
+    /// Sends every filled slot to its address; returns how many failed. Waits (briefly,
+    /// bounded) for room in the socket buffer.
+    fn send_batch(&self, batch: &Batch) -> usize;
 }
 
 /// Opens UDP sockets: the tunnel rebinds when its listen port changes.

@@ -32,6 +32,7 @@ pub mod tun;
 mod tunnel;
 pub mod uapi;
 pub mod udp;
+mod wake;
 
 pub use batch::Batch;
 pub use config::{PeerConfig, TunnelConfig};

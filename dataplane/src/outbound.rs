@@ -10,7 +10,6 @@
 //! handshake initiation instead; the queue is flushed when the handshake completes.
 
 use std::io;
-use std::sync::Arc;
 
 use boringtun::noise::TunnResult;
 
@@ -21,18 +20,28 @@ use crate::packet;
 use crate::peers::PeerTable;
 use crate::stats::{DeviceCounters, DropReason};
 use crate::tunnel::Shared;
+use crate::wake;
 
-pub(crate) async fn run<T: TunIo, B: UdpBinder>(
-    shared: Arc<Shared<B>>,
-    tun: Arc<T>,
-) -> io::Result<()> {
+/// The outbound thread: returns when `shared.stop` is set, or with the error that ended
+/// the TUN device.
+pub(crate) fn run<T: TunIo, B: UdpBinder>(shared: &Shared<B>, tun: &T) -> io::Result<()> {
     let mut input = Batch::new();
     // Sealed datagrams back to back, so a peer's run goes out as one GSO send.
     let mut output = Batch::packed(BATCH_SIZE, 1500);
     let mut order: Vec<(usize, usize)> = Vec::with_capacity(input.capacity());
+    let mut drained = true;
     loop {
+        if drained {
+            wake::readable(&[tun.readiness(), shared.stop.fd()], None)?;
+        }
+        if shared.stop.is_set() {
+            return Ok(());
+        }
         input.clear();
-        tun.recv_batch(&mut input).await?;
+        drained = tun.recv_batch(&mut input)?;
+        if input.is_empty() {
+            continue;
+        }
         let table = shared.table();
         let Some(socket) = shared.socket() else {
             shared
@@ -51,7 +60,7 @@ pub(crate) async fn run<T: TunIo, B: UdpBinder>(
             shared.clock.now_ms(),
         );
         if !output.is_empty() {
-            let failed = socket.send_batch(&output).await;
+            let failed = socket.send_batch(&output);
             shared.counters.sent_batch(&output, failed);
         }
     }

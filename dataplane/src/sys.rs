@@ -1,4 +1,4 @@
-//! The crate's only `unsafe`: socket options that socket2 does not wrap.
+//! The crate's only `unsafe`: socket options that socket2 does not wrap, and `poll(2)`.
 #![allow(unsafe_code)]
 
 use std::io;
@@ -54,4 +54,50 @@ pub(crate) fn force_buffers(fd: BorrowedFd<'_>, bytes: usize) -> io::Result<()> 
     let v = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
     set_int(fd, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, v)?;
     set_int(fd, libc::SOL_SOCKET, libc::SO_SNDBUFFORCE, v)
+}
+
+/// Blocks until one of `fds` is readable (or writable, with `writable`), `timeout` passes
+/// or a signal interrupts. Returns a mask with bit `i` set when `fds[i]` is ready (or in
+/// error); 0 on timeout or interruption. Level-triggered: callers read or write until
+/// `WouldBlock` and then wait again.
+pub(crate) fn wait(
+    fds: &[BorrowedFd<'_>],
+    writable: bool,
+    timeout: Option<std::time::Duration>,
+) -> io::Result<u8> {
+    const MAX: usize = 4;
+    assert!(fds.len() <= MAX, "wait takes at most {MAX} descriptors");
+    let events = if writable {
+        libc::POLLOUT
+    } else {
+        libc::POLLIN
+    };
+    let mut set = [libc::pollfd {
+        fd: -1,
+        events: 0,
+        revents: 0,
+    }; MAX];
+    for (slot, fd) in set.iter_mut().zip(fds) {
+        slot.fd = fd.as_raw_fd();
+        slot.events = events;
+    }
+    let ms = timeout.map_or(-1, |t| {
+        libc::c_int::try_from(t.as_millis().max(1)).unwrap_or(libc::c_int::MAX)
+    });
+    // SAFETY: `set` is a live array of `fds.len()` initialised pollfd entries that the
+    // kernel may write `revents` into; every descriptor in it is borrowed for the call.
+    let rc = unsafe { libc::poll(set.as_mut_ptr(), fds.len() as libc::nfds_t, ms) };
+    if rc < 0 {
+        let e = io::Error::last_os_error();
+        return if e.kind() == io::ErrorKind::Interrupted {
+            Ok(0)
+        } else {
+            Err(e)
+        };
+    }
+    Ok(set[..fds.len()]
+        .iter()
+        .enumerate()
+        .filter(|(_, p)| p.revents != 0)
+        .fold(0, |mask, (i, _)| mask | 1 << i))
 }

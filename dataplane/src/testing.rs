@@ -2,83 +2,150 @@
 //! made of channels and a tiny UDP "network" that delivers datagrams between bound
 //! addresses (and lets a test inject datagrams from any source).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::net::{IpAddr, SocketAddr};
+use std::os::fd::BorrowedFd;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::mpsc;
 
 use crate::batch::Batch;
 use crate::io::{TunIo, UdpBinder, UdpIo};
+use crate::wake::Doorbell;
+
+/// An unbounded queue whose [`Doorbell`] rings while it may hold items, so a tunnel's
+/// path thread can wait for it in `poll` like for a real descriptor.
+struct Inbox<T> {
+    queue: Mutex<VecDeque<T>>,
+    bell: Doorbell,
+    closed: AtomicBool,
+}
+
+impl<T> Inbox<T> {
+    fn new() -> Arc<Self> {
+        Arc::new(Self {
+            queue: Mutex::new(VecDeque::new()),
+            bell: Doorbell::new().expect("socketpair for an in-memory queue"),
+            closed: AtomicBool::new(false),
+        })
+    }
+
+    fn push(&self, item: T) {
+        self.queue
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push_back(item);
+        self.bell.ring();
+    }
+
+    fn close(&self) {
+        self.closed.store(true, Ordering::SeqCst);
+        self.bell.ring();
+    }
+
+    /// Moves queued items into `batch` through `put` until the queue is empty (true) or
+    /// the batch is full; an error once the queue is empty and closed.
+    fn take(&self, batch: &mut Batch, put: impl Fn(&mut Batch, T)) -> io::Result<bool> {
+        // Drain first: a push after this rings again and wakes the next wait.
+        self.bell.drain();
+        let mut queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+        while !batch.is_full() {
+            match queue.pop_front() {
+                Some(item) => put(batch, item),
+                None if self.closed.load(Ordering::SeqCst) && batch.is_empty() => {
+                    return Err(io::ErrorKind::BrokenPipe.into());
+                }
+                None => return Ok(true),
+            }
+        }
+        // Items left behind: keep the bell ringing for them.
+        if !queue.is_empty() {
+            self.bell.ring();
+        }
+        Ok(false)
+    }
+}
 
 /// The tunnel's end of an in-memory TUN device.
 pub struct MemTun {
-    from_host: tokio::sync::Mutex<mpsc::Receiver<Vec<u8>>>,
-    to_host: mpsc::Sender<Vec<u8>>,
+    from_host: Arc<Inbox<Vec<u8>>>,
+    to_host: mpsc::UnboundedSender<Vec<u8>>,
 }
 
 /// The "kernel" end of an in-memory TUN device.
 pub struct MemTunHost {
     /// Packets written here are read by the tunnel, as if routed into the device.
-    pub to_tunnel: mpsc::Sender<Vec<u8>>,
+    pub to_tunnel: HostTx,
     /// Packets the tunnel delivered (decrypted inbound traffic).
-    pub from_tunnel: mpsc::Receiver<Vec<u8>>,
+    pub from_tunnel: mpsc::UnboundedReceiver<Vec<u8>>,
+}
+
+/// Writes packets into an in-memory TUN device. Dropping it is like deleting the
+/// device: the tunnel's outbound path stops once it has read what was queued.
+pub struct HostTx {
+    inbox: Arc<Inbox<Vec<u8>>>,
+}
+
+impl HostTx {
+    /// Queues `packet` for the tunnel to read (never waits: the queue is unbounded).
+    pub async fn send(&self, packet: Vec<u8>) -> Result<(), io::Error> {
+        self.inbox.push(packet);
+        Ok(())
+    }
+}
+
+impl Drop for HostTx {
+    fn drop(&mut self) {
+        self.inbox.close();
+    }
 }
 
 /// A connected TUN pair.
 pub fn mem_tun() -> (MemTun, MemTunHost) {
-    let (to_tunnel, from_host) = mpsc::channel(1024);
-    let (to_host, from_tunnel) = mpsc::channel(1024);
+    let inbox = Inbox::new();
+    let (to_host, from_tunnel) = mpsc::unbounded_channel();
     (
         MemTun {
-            from_host: tokio::sync::Mutex::new(from_host),
+            from_host: Arc::clone(&inbox),
             to_host,
         },
         MemTunHost {
-            to_tunnel,
+            to_tunnel: HostTx { inbox },
             from_tunnel,
         },
     )
 }
 
+fn any() -> SocketAddr {
+    SocketAddr::from(([0, 0, 0, 0], 0))
+}
+
 impl TunIo for MemTun {
-    async fn recv_batch(&self, batch: &mut Batch) -> io::Result<()> {
-        let mut rx = self.from_host.lock().await;
-        let first = rx
-            .recv()
-            .await
-            .ok_or_else(|| io::Error::from(io::ErrorKind::BrokenPipe))?;
-        let any = SocketAddr::from(([0, 0, 0, 0], 0));
-        batch.push(&first, any);
-        while !batch.is_full() {
-            match rx.try_recv() {
-                Ok(p) => {
-                    batch.push(&p, any);
-                }
-                Err(_) => break,
-            }
-        }
-        Ok(())
+    fn readiness(&self) -> BorrowedFd<'_> {
+        self.from_host.bell.fd()
     }
 
-    async fn send_batch(&self, batch: &mut Batch) -> usize {
-        let mut failed = 0;
-        for i in 0..batch.len() {
-            if self.to_host.send(batch.packet(i).to_vec()).await.is_err() {
-                failed += 1;
-            }
-        }
-        failed
+    fn recv_batch(&self, batch: &mut Batch) -> io::Result<bool> {
+        self.from_host.take(batch, |b, p| {
+            b.push(&p, any());
+        })
+    }
+
+    fn send_batch(&self, batch: &mut Batch) -> usize {
+        (0..batch.len())
+            .filter(|&i| self.to_host.send(batch.packet(i).to_vec()).is_err())
+            .count()
     }
 }
 
-type Inbox = mpsc::UnboundedSender<(SocketAddr, Vec<u8>)>;
+type Datagram = (SocketAddr, Vec<u8>);
 
 /// A lossless in-memory UDP network.
 #[derive(Clone, Default)]
 pub struct MemNet {
-    sockets: Arc<Mutex<HashMap<SocketAddr, Inbox>>>,
+    sockets: Arc<Mutex<HashMap<SocketAddr, Arc<Inbox<Datagram>>>>>,
 }
 
 impl MemNet {
@@ -103,21 +170,19 @@ impl MemNet {
             .unwrap_or_else(|e| e.into_inner())
             .get(&to)
             .cloned();
-        inbox.is_some_and(|tx| tx.send((from, bytes.to_vec())).is_ok())
+        inbox
+            .map(|inbox| inbox.push((from, bytes.to_vec())))
+            .is_some()
     }
 
-    /// Binds a raw socket at `addr` for a test to observe or forge traffic.
-    pub fn listen(
-        &self,
-        addr: SocketAddr,
-    ) -> io::Result<mpsc::UnboundedReceiver<(SocketAddr, Vec<u8>)>> {
-        let (tx, rx) = mpsc::unbounded_channel();
+    fn bind(&self, addr: SocketAddr) -> io::Result<Arc<Inbox<Datagram>>> {
         let mut map = self.sockets.lock().unwrap_or_else(|e| e.into_inner());
         if map.contains_key(&addr) {
             return Err(io::ErrorKind::AddrInUse.into());
         }
-        map.insert(addr, tx);
-        Ok(rx)
+        let inbox = Inbox::new();
+        map.insert(addr, Arc::clone(&inbox));
+        Ok(inbox)
     }
 
     fn unbind(&self, addr: SocketAddr) {
@@ -148,11 +213,11 @@ impl UdpBinder for MemUdpBinder {
                 .ok_or(io::ErrorKind::AddrInUse)?
         };
         let addr = SocketAddr::new(self.ip, port);
-        let rx = self.net.listen(addr)?;
+        let inbox = self.net.bind(addr)?;
         Ok(MemUdp {
             net: self.net.clone(),
             addr,
-            rx: tokio::sync::Mutex::new(rx),
+            inbox,
         })
     }
 }
@@ -161,7 +226,7 @@ impl UdpBinder for MemUdpBinder {
 pub struct MemUdp {
     net: MemNet,
     addr: SocketAddr,
-    rx: tokio::sync::Mutex<mpsc::UnboundedReceiver<(SocketAddr, Vec<u8>)>>,
+    inbox: Arc<Inbox<Datagram>>,
 }
 
 impl Drop for MemUdp {
@@ -179,25 +244,17 @@ impl UdpIo for MemUdp {
         Ok(())
     }
 
-    async fn recv_batch(&self, batch: &mut Batch) -> io::Result<()> {
-        let mut rx = self.rx.lock().await;
-        let (from, first) = rx
-            .recv()
-            .await
-            .ok_or_else(|| io::Error::from(io::ErrorKind::BrokenPipe))?;
-        batch.push(&first, from);
-        while !batch.is_full() {
-            match rx.try_recv() {
-                Ok((from, p)) => {
-                    batch.push(&p, from);
-                }
-                Err(_) => break,
-            }
-        }
-        Ok(())
+    fn readiness(&self) -> BorrowedFd<'_> {
+        self.inbox.bell.fd()
     }
 
-    async fn send_batch(&self, batch: &Batch) -> usize {
+    fn recv_batch(&self, batch: &mut Batch) -> io::Result<bool> {
+        self.inbox.take(batch, |b, (from, p)| {
+            b.push(&p, from);
+        })
+    }
+
+    fn send_batch(&self, batch: &Batch) -> usize {
         (0..batch.len())
             .filter(|&i| !self.net.inject(self.addr, batch.addr(i), batch.packet(i)))
             .count()

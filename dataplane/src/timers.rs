@@ -41,7 +41,7 @@ pub(crate) async fn run<B: UdpBinder>(shared: Arc<Shared<B>>) -> io::Result<()> 
         out.clear();
         for peer in &table.peers {
             if out.capacity() - out.len() < 2 {
-                flush(&shared, &*socket, &mut out).await;
+                flush(&shared, &*socket, &mut out);
             }
             let endpoint = peer.endpoint();
             let mut tunn = peer.tunn();
@@ -82,13 +82,15 @@ pub(crate) async fn run<B: UdpBinder>(shared: Arc<Shared<B>>) -> io::Result<()> 
                 peer.mark_sent(now_ms);
             }
         }
-        flush(&shared, &*socket, &mut out).await;
+        flush(&shared, &*socket, &mut out);
     }
 }
 
-async fn flush<B: UdpBinder>(shared: &Shared<B>, socket: &B::Socket, out: &mut Batch) {
+/// A plain (bounded) blocking send from the timer task: its batches are a handful of
+/// handshake and keepalive messages, and a full socket buffer is rare.
+fn flush<B: UdpBinder>(shared: &Shared<B>, socket: &B::Socket, out: &mut Batch) {
     if !out.is_empty() {
-        let failed = socket.send_batch(out).await;
+        let failed = socket.send_batch(out);
         shared.counters.sent_batch(out, failed);
         out.clear();
     }

@@ -7,8 +7,10 @@
 //! written as one GSO packet the kernel accepts.
 
 use std::io;
+use std::os::fd::{AsFd, BorrowedFd};
+use std::sync::{Mutex, MutexGuard};
 
-use tun_rs::{AsyncDevice, DeviceBuilder, ExpandBuffer, GROTable, VIRTIO_NET_HDR_LEN};
+use tun_rs::{DeviceBuilder, ExpandBuffer, GROTable, SyncDevice, VIRTIO_NET_HDR_LEN};
 
 use crate::batch::Batch;
 use crate::error::Error;
@@ -29,11 +31,12 @@ struct Writer {
 
 /// A TUN device opened by this process.
 pub struct TunDevice {
-    dev: AsyncDevice,
+    /// Non-blocking: the outbound path waits in `poll` on it.
+    dev: SyncDevice,
     name: String,
     offload: bool,
-    read_buf: tokio::sync::Mutex<Vec<u8>>,
-    writer: tokio::sync::Mutex<Writer>,
+    read_buf: Mutex<Vec<u8>>,
+    writer: Mutex<Writer>,
 }
 
 impl TunDevice {
@@ -98,7 +101,8 @@ impl TunDevice {
         if up {
             builder = builder.enable(true);
         }
-        let dev = builder.build_async().map_err(err)?;
+        let dev = builder.build_sync().map_err(err)?;
+        dev.set_nonblocking(true).map_err(err)?;
         if persist {
             dev.persist().map_err(err)?;
         }
@@ -108,12 +112,12 @@ impl TunDevice {
             dev,
             name,
             offload,
-            read_buf: tokio::sync::Mutex::new(if offload {
+            read_buf: Mutex::new(if offload {
                 vec![0u8; SUPER_PACKET]
             } else {
                 Vec::new()
             }),
-            writer: tokio::sync::Mutex::new(Writer {
+            writer: Mutex::new(Writer {
                 gro: GROTable::new(),
                 bufs: Vec::new(),
             }),
@@ -127,54 +131,47 @@ impl TunDevice {
 }
 
 impl TunIo for TunDevice {
-    async fn recv_batch(&self, batch: &mut Batch) -> io::Result<()> {
+    fn readiness(&self) -> BorrowedFd<'_> {
+        self.dev.as_fd()
+    }
+
+    fn recv_batch(&self, batch: &mut Batch) -> io::Result<bool> {
         if !self.offload {
-            return self.recv_plain(batch).await;
+            return self.recv_plain(batch);
         }
-        let mut read_buf = self.read_buf.lock().await;
+        let mut read_buf = lock(&self.read_buf);
         let mut sizes = [0usize; 128];
-        let mut first = true;
         // A super-packet may split into up to 64 KiB / MSS segments: only read while that
         // many slots are free.
         while batch.capacity() - batch.len() >= 64 {
             let free = batch.free_slots();
             let n_free = free.len().min(sizes.len());
-            let r = if first {
+            let r =
                 self.dev
-                    .recv_multiple(&mut read_buf, &mut free[..n_free], &mut sizes[..n_free], 0)
-                    .await
-            } else {
-                self.dev.try_recv_multiple(
-                    &mut read_buf,
-                    &mut free[..n_free],
-                    &mut sizes[..n_free],
-                    0,
-                )
-            };
+                    .recv_multiple(&mut read_buf, &mut free[..n_free], &mut sizes[..n_free], 0);
             let n = match r {
                 Ok(n) => n,
-                Err(e) if !first && e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.raw_os_error().is_none() && !first => {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(true),
+                Err(e) if e.raw_os_error().is_none() => {
                     // A malformed super-packet: drop it, keep what we have.
                     tracing::debug!(device = %self.name, error = %e, "dropping an unsplittable TUN packet");
-                    break;
+                    continue;
                 }
                 Err(e) => return Err(e),
             };
             for &len in &sizes[..n] {
                 batch.commit(len, unspecified(), 0);
             }
-            first = false;
         }
-        Ok(())
+        Ok(false)
     }
 
-    async fn send_batch(&self, batch: &mut Batch) -> usize {
+    fn send_batch(&self, batch: &mut Batch) -> usize {
         if !self.offload {
-            return self.send_plain(batch).await;
+            return self.send_plain(batch);
         }
         let headroom = batch.headroom();
-        let mut w = self.writer.lock().await;
+        let mut w = lock(&self.writer);
         let Writer { gro, bufs } = &mut *w;
         let sent = if headroom >= VIRTIO_NET_HDR_LEN {
             // The virtio header goes into the headroom and segments coalesce inside the
@@ -183,7 +180,7 @@ impl TunIo for TunDevice {
                 .filled_slots_mut()
                 .map(|(buf, len)| SlotBuf { buf, len })
                 .collect();
-            self.dev.send_multiple(gro, &mut slots, headroom).await
+            self.dev.send_multiple(gro, &mut slots, headroom)
         } else {
             // tun-rs only coalesces into a buffer whose capacity already holds the whole
             // super-packet, so every buffer gets a 64 KiB allocation once (and is kept).
@@ -198,7 +195,7 @@ impl TunIo for TunDevice {
                 buf.resize(VIRTIO_NET_HDR_LEN, 0);
                 buf.extend_from_slice(batch.packet(i));
             }
-            self.dev.send_multiple(gro, bufs, VIRTIO_NET_HDR_LEN).await
+            self.dev.send_multiple(gro, bufs, VIRTIO_NET_HDR_LEN)
         };
         match sent {
             Ok(_) => 0,
@@ -208,6 +205,12 @@ impl TunIo for TunDevice {
             }
         }
     }
+}
+
+/// Only one thread reads and one writes, so these locks are never contended; a panic
+/// while holding one leaves plain buffers behind, which are fine to reuse.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// A batch slot as tun-rs's coalescer sees it: the whole slot is capacity, the first
@@ -254,26 +257,21 @@ impl ExpandBuffer for SlotBuf<'_> {
 }
 
 impl TunDevice {
-    async fn recv_plain(&self, batch: &mut Batch) -> io::Result<()> {
-        let Some(slot) = batch.next_slot() else {
-            return Ok(());
-        };
-        let n = self.dev.recv(slot).await?;
-        batch.commit(n, unspecified(), 0);
+    fn recv_plain(&self, batch: &mut Batch) -> io::Result<bool> {
         while let Some(slot) = batch.next_slot() {
-            match self.dev.try_recv(slot) {
+            match self.dev.recv(slot) {
                 Ok(n) => batch.commit(n, unspecified(), 0),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(true),
                 Err(e) => return Err(e),
             }
         }
-        Ok(())
+        Ok(false)
     }
 
-    async fn send_plain(&self, batch: &Batch) -> usize {
+    fn send_plain(&self, batch: &Batch) -> usize {
         let mut failed = 0;
         for i in 0..batch.len() {
-            if let Err(e) = self.dev.send(batch.packet(i)).await {
+            if let Err(e) = self.dev.send(batch.packet(i)) {
                 tracing::debug!(device = %self.name, error = %e, "TUN write failed");
                 failed += 1;
             }

@@ -1,15 +1,16 @@
-//! The `Tunnel` handle: spawns the packet paths and the timer tick, and owns the single
-//! write path, [`Tunnel::apply`], used by the controller and the UAPI alike.
+//! The `Tunnel` handle: starts the packet paths (one thread each way) and the timer tick
+//! (a tokio task), and owns the single write path, [`Tunnel::apply`], used by the
+//! controller and the UAPI alike.
 
 use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, RwLock};
+use std::thread::JoinHandle;
 use std::time::SystemTime;
 
 use ip_network::IpNetwork;
 use tokio::sync::{Notify, watch};
-use tokio::task::JoinHandle;
 
 use crate::config::TunnelConfig;
 use crate::error::{ConfigError, Error};
@@ -17,6 +18,7 @@ use crate::io::{TunIo, UdpBinder, UdpIo};
 use crate::key::{Key, PrivateKey};
 use crate::peers::{Clock, PeerTable};
 use crate::stats::DeviceCounters;
+use crate::wake::{Doorbell, Stop};
 use crate::{inbound, outbound, timers};
 
 /// What a running interface reports: the configuration plus live state per peer.
@@ -105,7 +107,7 @@ impl std::fmt::Debug for dyn Device {
     }
 }
 
-/// State shared by a tunnel's tasks and its handles.
+/// State shared by a tunnel's threads, its timer task and its handles.
 pub(crate) struct Shared<B: UdpBinder> {
     pub(crate) name: String,
     binder: B,
@@ -113,6 +115,10 @@ pub(crate) struct Shared<B: UdpBinder> {
     /// The desired configuration; its lock serialises writers.
     config: Mutex<TunnelConfig>,
     socket: watch::Sender<Option<Arc<B::Socket>>>,
+    /// Rings after every change of `socket` (the inbound thread waits on it).
+    pub(crate) rebound: Doorbell,
+    /// Set when the tunnel is dropped: the packet threads return.
+    pub(crate) stop: Stop,
     pub(crate) counters: DeviceCounters,
     pub(crate) clock: Clock,
     /// Wakes the timer task early (a keepalive is due now).
@@ -133,8 +139,11 @@ impl<B: UdpBinder> Shared<B> {
         self.socket.borrow().clone()
     }
 
-    pub(crate) fn subscribe_socket(&self) -> watch::Receiver<Option<Arc<B::Socket>>> {
-        self.socket.subscribe()
+    /// Replaces the socket and tells the inbound thread; returns the old one.
+    fn set_socket(&self, socket: Option<Arc<B::Socket>>) -> Option<Arc<B::Socket>> {
+        let old = self.socket.send_replace(socket);
+        self.rebound.ring();
+        old
     }
 
     fn apply_locked(
@@ -153,16 +162,16 @@ impl<B: UdpBinder> Shared<B> {
         };
         if rebind {
             // Free the old port first so that re-binding the same number works.
-            let old = self.socket.send_replace(None);
+            let old = self.set_socket(None);
             match self.binder.bind(config.listen_port, config.fwmark) {
                 Ok(sock) => {
                     tracing::info!(device = %self.name, port = sock.local_port(), "listening");
-                    self.socket.send_replace(Some(Arc::new(sock)));
+                    self.set_socket(Some(Arc::new(sock)));
                 }
                 Err(e) => {
                     if let Some(old) = old {
                         // Keep serving on the old socket if it still stands.
-                        self.socket.send_replace(Some(old));
+                        self.set_socket(Some(old));
                     }
                     return Err(bind_error(config.listen_port, &e));
                 }
@@ -270,16 +279,17 @@ impl<B: UdpBinder> Device for Shared<B> {
     }
 }
 
-/// A running WireGuard interface. Dropping it stops its tasks.
+/// A running WireGuard interface. Dropping it stops its threads and its timer task.
 pub struct Tunnel<B: UdpBinder> {
     shared: Arc<Shared<B>>,
     tasks: Vec<tokio::task::AbortHandle>,
+    threads: Vec<JoinHandle<()>>,
     stopped: Arc<Notify>,
 }
 
 impl<B: UdpBinder> Tunnel<B> {
     /// Starts the packet paths over `tun`, binds UDP through `binder` and applies `config`.
-    /// Must be called inside a tokio runtime.
+    /// Must be called inside a tokio runtime (the timer tick is a task).
     pub fn spawn<T: TunIo>(
         name: &str,
         tun: T,
@@ -293,6 +303,8 @@ impl<B: UdpBinder> Tunnel<B> {
             table: RwLock::new(Arc::new(PeerTable::default())),
             config: Mutex::new(TunnelConfig::default()),
             socket,
+            rebound: Doorbell::new()?,
+            stop: Stop::new()?,
             counters: DeviceCounters::default(),
             clock: Clock::new(),
             kick: Notify::new(),
@@ -301,34 +313,40 @@ impl<B: UdpBinder> Tunnel<B> {
         shared.apply(config)?;
         let tun = Arc::new(tun);
         let stopped = Arc::new(Notify::new());
-        let mut tasks = Vec::new();
-        let watch = |fut: JoinHandle<io::Result<()>>, what: &'static str| {
-            let stopped = Arc::clone(&stopped);
-            let name = name.to_string();
-            tokio::spawn(async move {
-                match fut.await {
-                    Ok(Ok(())) => {}
-                    Ok(Err(e)) => tracing::warn!(device = %name, error = %e, "{what} path stopped"),
-                    Err(e) if e.is_cancelled() => return,
-                    Err(e) => tracing::error!(device = %name, error = %e, "{what} path panicked"),
-                }
-                stopped.notify_waiters();
-                stopped.notify_one();
-            })
+        let mut tunnel = Self {
+            shared: Arc::clone(&shared),
+            tasks: Vec::new(),
+            threads: Vec::new(),
+            stopped: Arc::clone(&stopped),
         };
-        let out = tokio::spawn(outbound::run(Arc::clone(&shared), Arc::clone(&tun)));
-        let inb = tokio::spawn(inbound::run(Arc::clone(&shared), Arc::clone(&tun)));
-        let tim = tokio::spawn(timers::run(Arc::clone(&shared)));
-        for (task, what) in [(out, "outbound"), (inb, "inbound"), (tim, "timer")] {
-            tasks.push(task.abort_handle());
-            let supervisor = watch(task, what);
-            tasks.push(supervisor.abort_handle());
-        }
-        Ok(Self {
-            shared,
-            tasks,
-            stopped,
-        })
+        // Run to completion: each direction reads, seals or opens, and writes on its own
+        // thread, woken by the kernel straight from `poll`.
+        let (s, t) = (Arc::clone(&shared), Arc::clone(&tun));
+        tunnel
+            .threads
+            .push(path_thread(name, "tx", &stopped, move || {
+                outbound::run(&s, &*t)
+            })?);
+        let (s, t) = (Arc::clone(&shared), tun);
+        tunnel
+            .threads
+            .push(path_thread(name, "rx", &stopped, move || {
+                inbound::run(&s, &*t)
+            })?);
+        let timer = tokio::spawn(timers::run(Arc::clone(&shared)));
+        let (device, stopped) = (name.to_string(), Arc::clone(&stopped));
+        tunnel.tasks.push(timer.abort_handle());
+        let supervisor = tokio::spawn(async move {
+            match timer.await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::warn!(device = %device, error = %e, "timer stopped"),
+                Err(e) if e.is_cancelled() => return,
+                Err(e) => tracing::error!(device = %device, error = %e, "timer panicked"),
+            }
+            notify_stopped(&stopped);
+        });
+        tunnel.tasks.push(supervisor.abort_handle());
+        Ok(tunnel)
     }
 
     /// A shareable handle for the UAPI server and the controller.
@@ -373,7 +391,55 @@ impl<B: UdpBinder> Drop for Tunnel<B> {
         for t in &self.tasks {
             t.abort();
         }
+        self.shared.stop.set();
         // Release the port even while `device()` handles are still around.
-        self.shared.socket.send_replace(None);
+        self.shared.set_socket(None);
+        // The threads return as soon as `poll` wakes (a send waits 100 ms at most).
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
     }
+}
+
+/// Starts one packet path on its own thread. When the path ends on its own (an error, a
+/// panic) rather than through `Stop`, `stopped` is notified.
+fn path_thread(
+    device: &str,
+    what: &'static str,
+    stopped: &Arc<Notify>,
+    body: impl FnOnce() -> io::Result<()> + Send + 'static,
+) -> io::Result<JoinHandle<()>> {
+    /// Reports a panic on the way out, while unwinding.
+    struct OnPanic {
+        device: String,
+        what: &'static str,
+        stopped: Arc<Notify>,
+    }
+    impl Drop for OnPanic {
+        fn drop(&mut self) {
+            if std::thread::panicking() {
+                tracing::error!(device = %self.device, "{} path panicked", self.what);
+                notify_stopped(&self.stopped);
+            }
+        }
+    }
+    let guard = OnPanic {
+        device: device.to_string(),
+        what,
+        stopped: Arc::clone(stopped),
+    };
+    std::thread::Builder::new()
+        // Linux keeps 15 bytes of a thread name.
+        .name(format!("{what}-{device}"))
+        .spawn(move || {
+            if let Err(e) = body() {
+                tracing::warn!(device = %guard.device, error = %e, "{} path stopped", guard.what);
+                notify_stopped(&guard.stopped);
+            }
+        })
+}
+
+fn notify_stopped(stopped: &Notify) {
+    stopped.notify_waiters();
+    stopped.notify_one();
 }

@@ -3,11 +3,12 @@
 
 use std::io::{self, IoSliceMut};
 use std::net::{Ipv6Addr, SocketAddr, SocketAddrV6};
+use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::time::Duration;
 
 use quinn_udp::{RecvMeta, Transmit, UdpSocketState};
 use socket2::{Domain, Protocol, Socket, Type};
-use tokio::io::Interest;
 
 use crate::batch::Batch;
 use crate::config::canonical;
@@ -41,13 +42,12 @@ impl UdpBinder for SystemUdp {
             sock.set_mark(fwmark)?;
         }
         sock.set_nonblocking(true)?;
-        let std_sock: std::net::UdpSocket = sock.into();
-        let sock = tokio::net::UdpSocket::from_std(std_sock)?;
+        let sock: std::net::UdpSocket = sock.into();
         let state = UdpSocketState::new((&sock).into())?;
-        crate::sys::allow_fragmentation(std::os::fd::AsFd::as_fd(&sock), dual)?;
+        crate::sys::allow_fragmentation(sock.as_fd(), dual)?;
         // With CAP_NET_ADMIN the buffers may exceed net.core.*mem_max; otherwise ask for
         // what the sysctl allows.
-        if crate::sys::force_buffers(std::os::fd::AsFd::as_fd(&sock), SOCKET_BUFFER).is_err() {
+        if crate::sys::force_buffers(sock.as_fd(), SOCKET_BUFFER).is_err() {
             let _ = state.set_recv_buffer_size((&sock).into(), SOCKET_BUFFER);
             let _ = state.set_send_buffer_size((&sock).into(), SOCKET_BUFFER);
         }
@@ -71,7 +71,8 @@ fn bind_v4(port: u16) -> io::Result<(Socket, bool)> {
 
 /// A bound UDP socket.
 pub struct UdpSocket {
-    sock: tokio::net::UdpSocket,
+    /// Non-blocking: the inbound path waits in `poll` on it.
+    sock: std::net::UdpSocket,
     state: UdpSocketState,
     port: u16,
     dual: bool,
@@ -81,6 +82,10 @@ pub struct UdpSocket {
 
 /// Largest UDP payload one GSO send may carry.
 const GSO_MAX_BYTES: usize = 65_000;
+
+/// How long a send waits for room in a full socket buffer before the datagrams count as
+/// dropped (the inbound path must not stall behind a peer that is gone).
+const SEND_WAIT: Duration = Duration::from_millis(100);
 
 impl UdpSocket {
     fn destination(&self, addr: SocketAddr) -> SocketAddr {
@@ -94,7 +99,7 @@ impl UdpSocket {
 }
 
 impl UdpSocket {
-    async fn send_one(
+    fn send_one(
         &self,
         contents: &[u8],
         to: SocketAddr,
@@ -107,17 +112,29 @@ impl UdpSocket {
             segment_size,
             src_ip: None,
         };
-        let r = self
-            .sock
-            .async_io(Interest::WRITABLE, || {
-                self.state.try_send((&self.sock).into(), &transmit)
-            })
-            .await;
+        let r = loop {
+            match self.state.try_send((&self.sock).into(), &transmit) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    match crate::wake::writable(self.sock.as_fd(), SEND_WAIT) {
+                        Ok(true) => continue,
+                        Ok(false) => break Err(io::ErrorKind::TimedOut.into()),
+                        Err(e) => break Err(e),
+                    }
+                }
+                r => break r,
+            }
+        };
         if let Err(e) = &r {
             tracing::debug!(destination = %to, error = %e, "UDP send failed");
         }
         r
     }
+}
+
+/// The socket buffer stayed full for [`SEND_WAIT`]: the rest of the batch is dropped
+/// rather than waited for datagram by datagram.
+fn stalled(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::TimedOut
 }
 
 /// How many datagrams from `start` can go out as one GSO send: same destination, equal
@@ -147,28 +164,41 @@ impl UdpIo for UdpSocket {
         socket2::SockRef::from(&self.sock).set_mark(mark)
     }
 
-    async fn recv_batch(&self, batch: &mut Batch) -> io::Result<()> {
-        let free = batch.free_slots();
-        let mut meta = vec![RecvMeta::default(); free.len()];
-        let mut iovs: Vec<IoSliceMut<'_>> = free
-            .iter_mut()
-            .map(|s| IoSliceMut::new(&mut s[..]))
-            .collect();
-        let n = self
-            .sock
-            .async_io(Interest::READABLE, || {
-                self.state.recv((&self.sock).into(), &mut iovs, &mut meta)
-            })
-            .await?;
-        drop(iovs);
-        for m in &meta[..n] {
-            let stride = if m.stride < m.len { m.stride } else { 0 };
-            batch.commit(m.len, canonical(m.addr), stride);
-        }
-        Ok(())
+    fn readiness(&self) -> BorrowedFd<'_> {
+        self.sock.as_fd()
     }
 
-    async fn send_batch(&self, batch: &Batch) -> usize {
+    fn recv_batch(&self, batch: &mut Batch) -> io::Result<bool> {
+        let mut meta = [RecvMeta::default(); quinn_udp::BATCH_SIZE];
+        while !batch.is_full() {
+            let free = batch.free_slots();
+            let want = free.len().min(meta.len());
+            let mut iovs: [IoSliceMut<'_>; quinn_udp::BATCH_SIZE] =
+                std::array::from_fn(|_| IoSliceMut::new(&mut []));
+            for (iov, slot) in iovs.iter_mut().zip(free.iter_mut()) {
+                *iov = IoSliceMut::new(&mut slot[..]);
+            }
+            let n = match self
+                .state
+                .recv((&self.sock).into(), &mut iovs[..want], &mut meta[..want])
+            {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(true),
+                Err(e) => return Err(e),
+            };
+            for m in &meta[..n] {
+                let stride = if m.stride < m.len { m.stride } else { 0 };
+                batch.commit(m.len, canonical(m.addr), stride);
+            }
+            if n < want {
+                // recvmmsg returns what was queued: the socket is drained.
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    fn send_batch(&self, batch: &Batch) -> usize {
         let max_segments = if self.gso.load(Relaxed) {
             self.state.max_gso_segments()
         } else {
@@ -181,29 +211,28 @@ impl UdpIo for UdpSocket {
             // Runs of a packed batch already lie back to back: one sendmsg with
             // UDP_SEGMENT, no copy. Anything else goes datagram by datagram.
             let Some(bytes) = batch.run(i, run).filter(|_| run > 1) else {
-                if self
-                    .send_one(batch.packet(i), batch.addr(i), None)
-                    .await
-                    .is_err()
-                {
-                    failed += 1;
+                match self.send_one(batch.packet(i), batch.addr(i), None) {
+                    Ok(()) => {}
+                    Err(e) if stalled(&e) => return failed + batch.len() - i,
+                    Err(_) => failed += 1,
                 }
                 i += 1;
                 continue;
             };
             let size = batch.packet(i).len();
-            if let Err(e) = self.send_one(bytes, batch.addr(i), Some(size)).await {
+            if let Err(e) = self.send_one(bytes, batch.addr(i), Some(size)) {
+                if stalled(&e) {
+                    return failed + batch.len() - i;
+                }
                 if matches!(e.raw_os_error(), Some(libc::EIO) | Some(libc::EINVAL)) {
                     // The device or kernel cannot segment: fall back for good.
                     tracing::info!(error = %e, "UDP GSO refused; sending datagrams one by one");
                     self.gso.store(false, Relaxed);
                     for k in i..i + run {
-                        if self
-                            .send_one(batch.packet(k), batch.addr(k), None)
-                            .await
-                            .is_err()
-                        {
-                            failed += 1;
+                        match self.send_one(batch.packet(k), batch.addr(k), None) {
+                            Ok(()) => {}
+                            Err(e) if stalled(&e) => return failed + batch.len() - k,
+                            Err(_) => failed += 1,
                         }
                     }
                 } else {

@@ -420,3 +420,48 @@ async fn asking_for_the_bound_port_keeps_the_socket() {
     t.apply(cfg).unwrap();
     assert_eq!(t.listen_port(), port);
 }
+
+#[tokio::test]
+async fn a_new_listen_port_carries_traffic_at_once() {
+    let net = MemNet::new();
+    let (mut a, mut b) = pair(&net);
+    exchange(&mut a, &mut b, b"before").await;
+    // B moves to another port; A is told where B went. B's receiving thread must follow
+    // the new socket without any traffic on the old one to wake it.
+    let mut cfg = b.tunnel.config();
+    cfg.listen_port = 51821;
+    b.tunnel.apply(cfg).unwrap();
+    assert_eq!(b.tunnel.listen_port(), 51821);
+    let mut cfg = a.tunnel.config();
+    cfg.peers[0].endpoint = Some("192.0.2.2:51821".parse().unwrap());
+    a.tunnel.apply(cfg).unwrap();
+    exchange(&mut a, &mut b, b"after").await;
+}
+
+#[tokio::test]
+async fn a_deleted_device_stops_the_tunnel() {
+    let net = MemNet::new();
+    let (a, _b) = pair(&net);
+    let Node { tunnel, host, .. } = a;
+    // Dropping the host side is the in-memory TUN being deleted.
+    drop(host);
+    timeout(Duration::from_secs(5), tunnel.stopped())
+        .await
+        .expect("the outbound path reports the lost device");
+}
+
+#[tokio::test]
+async fn a_dropped_tunnel_frees_its_port_at_once() {
+    let net = MemNet::new();
+    for round in 0..3 {
+        let (tun, _host) = mem_tun();
+        let config = TunnelConfig {
+            listen_port: 51999,
+            ..TunnelConfig::default()
+        };
+        let t = Tunnel::spawn("mem2", tun, net.host("192.0.2.7".parse().unwrap()), config)
+            .unwrap_or_else(|e| panic!("round {round}: {e}"));
+        assert_eq!(t.listen_port(), 51999);
+        drop(t);
+    }
+}

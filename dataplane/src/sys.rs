@@ -81,8 +81,9 @@ pub(crate) fn wait(
         slot.fd = fd.as_raw_fd();
         slot.events = events;
     }
+    // Round up: a wait of 300 µs must not become a busy 0 ms poll.
     let ms = timeout.map_or(-1, |t| {
-        libc::c_int::try_from(t.as_millis().max(1)).unwrap_or(libc::c_int::MAX)
+        libc::c_int::try_from(t.as_micros().div_ceil(1000)).unwrap_or(libc::c_int::MAX)
     });
     // SAFETY: `set` is a live array of `fds.len()` initialised pollfd entries that the
     // kernel may write `revents` into; every descriptor in it is borrowed for the call.

@@ -1,5 +1,7 @@
 //! Logging setup: plain text or JSON lines on stderr, filtered by level.
 
+use std::io::IsTerminal as _;
+
 use anyhow::Context as _;
 use tracing_subscriber::EnvFilter;
 
@@ -15,8 +17,10 @@ pub fn init(format: LogFormat, level: &str) -> anyhow::Result<()> {
     };
     let filter =
         EnvFilter::try_new(&directives).with_context(|| format!("invalid log level {level:?}"))?;
+    // Colours only for a terminal: kubectl logs and files get plain text.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     let result = match format {
         LogFormat::Text => builder.try_init(),

@@ -83,6 +83,7 @@ impl InboundHarness {
             out: Outputs {
                 to_tun: Batch::with_capacity(4, 2048),
                 to_net: Batch::with_capacity(8, 2048),
+                wrote_tun: false,
             },
         }
     }

@@ -20,6 +20,7 @@ use crate::allowed_ips::LookupCache;
 use crate::batch::{BATCH_SIZE, Batch, SLOT_SIZE, TUN_HEADROOM};
 use crate::io::{TunIo, UdpBinder, UdpIo};
 use crate::key::Key;
+use crate::outbound;
 use crate::packet::{self, MSG_DATA, MSG_HANDSHAKE_INIT, MSG_HANDSHAKE_RESPONSE, Message};
 use crate::peers::{Peer, PeerTable};
 use crate::stats::{DeviceCounters, DropReason};
@@ -36,6 +37,7 @@ pub(crate) fn run<T: TunIo, B: UdpBinder>(shared: &Shared<B>, tun: &T) -> io::Re
     let mut out = Outputs {
         to_tun: Batch::with_headroom(BATCH_SIZE, SLOT_SIZE, TUN_HEADROOM),
         to_net: Batch::packed(BATCH_SIZE, 1500),
+        wrote_tun: false,
     };
     let mut socket = shared.socket();
     let mut drained = true;
@@ -98,6 +100,26 @@ pub(crate) fn run<T: TunIo, B: UdpBinder>(shared: &Shared<B>, tun: &T) -> io::Re
             }
         }
         out.flush(tun, &**socket, &shared.counters);
+        if std::mem::take(&mut out.wrote_tun) {
+            reply_inline(shared, tun);
+        }
+    }
+}
+
+/// Seals what the inner stack queued on the TUN while this thread was writing to it.
+///
+/// A TUN write runs the inner stack inline: by the time it returns, an echo reply or a
+/// TCP ACK is usually already queued for the outbound path. Sealing it here saves that
+/// path's wake-up (a second thread on another, often idle, CPU) from every request/reply
+/// round trip. Skipped while the outbound thread is busy; it is woken for the same
+/// packets anyway and takes whatever is left.
+fn reply_inline<T: TunIo, B: UdpBinder>(shared: &Shared<B>, tun: &T) {
+    let Some(mut sealer) = shared.try_sealer() else {
+        return;
+    };
+    if let Err(e) = outbound::pump(shared, tun, &mut sealer) {
+        // The outbound thread sees the same error and ends the tunnel.
+        tracing::debug!(device = %shared.name, error = %e, "TUN read failed");
     }
 }
 
@@ -105,6 +127,8 @@ pub(crate) fn run<T: TunIo, B: UdpBinder>(shared: &Shared<B>, tun: &T) -> io::Re
 pub(crate) struct Outputs {
     pub(crate) to_tun: Batch,
     pub(crate) to_net: Batch,
+    /// Set when a flush wrote to the TUN.
+    pub(crate) wrote_tun: bool,
 }
 
 impl Outputs {
@@ -113,6 +137,7 @@ impl Outputs {
             let failed = tun.send_batch(&mut self.to_tun);
             counters.drop_packets(DropReason::SendError, failed as u64);
             self.to_tun.clear();
+            self.wrote_tun = true;
         }
         if !self.to_net.is_empty() {
             let failed = udp.send_batch(&self.to_net);

@@ -22,13 +22,30 @@ use crate::stats::{DeviceCounters, DropReason};
 use crate::tunnel::Shared;
 use crate::wake;
 
+/// The TUN → UDP path's buffers, owned by whichever thread is sealing: the outbound
+/// thread, or the inbound thread picking up a reply the inner stack produced inline.
+pub(crate) struct Sealer {
+    input: Batch,
+    /// Sealed datagrams back to back, so a peer's run goes out as one GSO send.
+    output: Batch,
+    order: Vec<(usize, usize)>,
+}
+
+impl Sealer {
+    pub(crate) fn new() -> Self {
+        let input = Batch::new();
+        let order = Vec::with_capacity(input.capacity());
+        Self {
+            input,
+            output: Batch::packed(BATCH_SIZE, 1500),
+            order,
+        }
+    }
+}
+
 /// The outbound thread: returns when `shared.stop` is set, or with the error that ended
 /// the TUN device.
 pub(crate) fn run<T: TunIo, B: UdpBinder>(shared: &Shared<B>, tun: &T) -> io::Result<()> {
-    let mut input = Batch::new();
-    // Sealed datagrams back to back, so a peer's run goes out as one GSO send.
-    let mut output = Batch::packed(BATCH_SIZE, 1500);
-    let mut order: Vec<(usize, usize)> = Vec::with_capacity(input.capacity());
     let mut drained = true;
     loop {
         if drained {
@@ -37,33 +54,49 @@ pub(crate) fn run<T: TunIo, B: UdpBinder>(shared: &Shared<B>, tun: &T) -> io::Re
         if shared.stop.is_set() {
             return Ok(());
         }
-        input.clear();
-        drained = tun.recv_batch(&mut input)?;
-        if input.is_empty() {
-            continue;
-        }
-        let table = shared.table();
-        let Some(socket) = shared.socket() else {
-            shared
-                .counters
-                .drop_packets(DropReason::SendError, input.len() as u64);
-            continue;
-        };
-        route(&table, &input, &mut order, &shared.counters);
-        output.clear();
-        encapsulate(
-            &table,
-            &input,
-            &order,
-            &mut output,
-            &shared.counters,
-            shared.clock.now_ms(),
-        );
-        if !output.is_empty() {
-            let failed = socket.send_batch(&output);
-            shared.counters.sent_batch(&output, failed);
-        }
+        drained = pump(shared, tun, &mut shared.sealer())?;
     }
+}
+
+/// Reads one batch from the TUN (until it is drained or the batch is full), seals it and
+/// sends it; returns whether the TUN was drained.
+pub(crate) fn pump<T: TunIo, B: UdpBinder>(
+    shared: &Shared<B>,
+    tun: &T,
+    sealer: &mut Sealer,
+) -> io::Result<bool> {
+    let Sealer {
+        input,
+        output,
+        order,
+    } = sealer;
+    input.clear();
+    let drained = tun.recv_batch(input)?;
+    if input.is_empty() {
+        return Ok(drained);
+    }
+    let table = shared.table();
+    let Some(socket) = shared.socket() else {
+        shared
+            .counters
+            .drop_packets(DropReason::SendError, input.len() as u64);
+        return Ok(drained);
+    };
+    route(&table, input, order, &shared.counters);
+    output.clear();
+    encapsulate(
+        &table,
+        input,
+        order,
+        output,
+        &shared.counters,
+        shared.clock.now_ms(),
+    );
+    if !output.is_empty() {
+        let failed = socket.send_batch(output);
+        shared.counters.sent_batch(output, failed);
+    }
+    Ok(drained)
 }
 
 /// Fills `order` with `(peer position, packet index)` for every routable packet of

@@ -40,6 +40,14 @@ impl<T> Inbox<T> {
         self.bell.ring();
     }
 
+    /// Queues `item` without ringing: only a reader that looks anyway sees it.
+    fn push_quiet(&self, item: T) {
+        self.queue
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push_back(item);
+    }
+
     fn close(&self) {
         self.closed.store(true, Ordering::SeqCst);
         self.bell.ring();
@@ -68,10 +76,14 @@ impl<T> Inbox<T> {
     }
 }
 
+/// The inner stack's inline answer to a packet written to the device, if any.
+type Answer = Box<dyn Fn(&[u8]) -> Option<Vec<u8>> + Send + Sync>;
+
 /// The tunnel's end of an in-memory TUN device.
 pub struct MemTun {
     from_host: Arc<Inbox<Vec<u8>>>,
     to_host: mpsc::UnboundedSender<Vec<u8>>,
+    answer: Option<Answer>,
 }
 
 /// The "kernel" end of an in-memory TUN device.
@@ -110,12 +122,26 @@ pub fn mem_tun() -> (MemTun, MemTunHost) {
         MemTun {
             from_host: Arc::clone(&inbox),
             to_host,
+            answer: None,
         },
         MemTunHost {
             to_tunnel: HostTx { inbox },
             from_tunnel,
         },
     )
+}
+
+/// A TUN pair whose inner stack answers packets during the write, as the kernel answers a
+/// ping or acknowledges TCP data before a TUN `write` returns: for every packet the
+/// tunnel delivers, `answer` may return a reply. A reply is queued for the tunnel to read
+/// *without* waking the device's readiness descriptor, so it only leaves if the writing
+/// thread reads it back at once; the packets answered do not reach the host side.
+pub fn mem_tun_answering(
+    answer: impl Fn(&[u8]) -> Option<Vec<u8>> + Send + Sync + 'static,
+) -> (MemTun, MemTunHost) {
+    let (mut tun, host) = mem_tun();
+    tun.answer = Some(Box::new(answer));
+    (tun, host)
 }
 
 fn any() -> SocketAddr {
@@ -135,7 +161,16 @@ impl TunIo for MemTun {
 
     fn send_batch(&self, batch: &mut Batch) -> usize {
         (0..batch.len())
-            .filter(|&i| self.to_host.send(batch.packet(i).to_vec()).is_err())
+            .filter(|&i| {
+                let packet = batch.packet(i);
+                match self.answer.as_ref().and_then(|answer| answer(packet)) {
+                    Some(reply) => {
+                        self.from_host.push_quiet(reply);
+                        false
+                    }
+                    None => self.to_host.send(packet.to_vec()).is_err(),
+                }
+            })
             .count()
     }
 }

@@ -5,7 +5,7 @@
 use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, TryLockError};
 use std::thread::JoinHandle;
 use std::time::SystemTime;
 
@@ -16,6 +16,7 @@ use crate::config::TunnelConfig;
 use crate::error::{ConfigError, Error};
 use crate::io::{TunIo, UdpBinder, UdpIo};
 use crate::key::{Key, PrivateKey};
+use crate::outbound::Sealer;
 use crate::peers::{Clock, PeerTable};
 use crate::stats::DeviceCounters;
 use crate::wake::{Doorbell, Stop};
@@ -124,6 +125,8 @@ pub(crate) struct Shared<B: UdpBinder> {
     /// Wakes the timer task early (a keepalive is due now).
     pub(crate) kick: Notify,
     next_index: AtomicU32,
+    /// The outbound path's buffers; see [`Shared::sealer`].
+    sealer: Mutex<Sealer>,
 }
 
 impl<B: UdpBinder> Shared<B> {
@@ -137,6 +140,21 @@ impl<B: UdpBinder> Shared<B> {
     #[inline]
     pub(crate) fn socket(&self) -> Option<Arc<B::Socket>> {
         self.socket.borrow().clone()
+    }
+
+    /// The outbound path's buffers, waiting for whichever thread holds them.
+    pub(crate) fn sealer(&self) -> MutexGuard<'_, Sealer> {
+        self.sealer.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The outbound path's buffers if no thread holds them. A panic while sealing leaves
+    /// plain buffers behind, fine to reuse.
+    pub(crate) fn try_sealer(&self) -> Option<MutexGuard<'_, Sealer>> {
+        match self.sealer.try_lock() {
+            Ok(g) => Some(g),
+            Err(TryLockError::Poisoned(e)) => Some(e.into_inner()),
+            Err(TryLockError::WouldBlock) => None,
+        }
     }
 
     /// Replaces the socket and tells the inbound thread; returns the old one.
@@ -308,6 +326,7 @@ impl<B: UdpBinder> Tunnel<B> {
             counters: DeviceCounters::default(),
             clock: Clock::new(),
             kick: Notify::new(),
+            sealer: Mutex::new(Sealer::new()),
             next_index: AtomicU32::new(rand::random::<u32>()),
         });
         shared.apply(config)?;

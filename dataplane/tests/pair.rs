@@ -4,7 +4,9 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use dataplane::config::parse_prefix;
-use dataplane::testing::{MemNet, MemTunHost, MemUdpBinder, ipv4_packet, ipv6_packet, mem_tun};
+use dataplane::testing::{
+    MemNet, MemTun, MemTunHost, MemUdpBinder, ipv4_packet, ipv6_packet, mem_tun, mem_tun_answering,
+};
 use dataplane::{DropReason, PeerConfig, PrivateKey, Tunnel, TunnelConfig};
 use tokio::time::timeout;
 
@@ -23,8 +25,18 @@ fn peer(key: &PrivateKey, endpoint: Option<SocketAddr>, allowed: &[&str]) -> Pee
 }
 
 fn node(net: &MemNet, host_ip: &str, key: PrivateKey, port: u16, peers: Vec<PeerConfig>) -> Node {
+    node_on(mem_tun(), net, host_ip, key, port, peers)
+}
+
+fn node_on(
+    (tun, host): (MemTun, MemTunHost),
+    net: &MemNet,
+    host_ip: &str,
+    key: PrivateKey,
+    port: u16,
+    peers: Vec<PeerConfig>,
+) -> Node {
     let ip: IpAddr = host_ip.parse().unwrap();
-    let (tun, host) = mem_tun();
     let config = TunnelConfig {
         private_key: Some(key.clone()),
         listen_port: port,
@@ -463,5 +475,44 @@ async fn a_dropped_tunnel_frees_its_port_at_once() {
             .unwrap_or_else(|e| panic!("round {round}: {e}"));
         assert_eq!(t.listen_port(), 51999);
         drop(t);
+    }
+}
+
+#[tokio::test]
+async fn a_reply_queued_during_a_tun_write_leaves_at_once() {
+    // B's inner stack answers every packet inline, the way the kernel answers a ping
+    // during the TUN write, and (unlike the kernel) without waking B's outbound thread:
+    // only the receiving thread's pickup can send the answers.
+    let net = MemNet::new();
+    let (ka, kb) = (PrivateKey::generate(), PrivateKey::generate());
+    let b_udp: SocketAddr = "192.0.2.2:51820".parse().unwrap();
+    let mut a = node(
+        &net,
+        "192.0.2.1",
+        ka.clone(),
+        51820,
+        vec![peer(&kb, Some(b_udp), &["10.0.0.2/32"])],
+    );
+    let answering = mem_tun_answering(|p| {
+        let mut reply = b"pong:".to_vec();
+        reply.extend_from_slice(&p[20..]);
+        Some(ipv4_packet(B_IN, A_IN, &reply))
+    });
+    let _b = node_on(
+        answering,
+        &net,
+        "192.0.2.2",
+        kb,
+        51820,
+        vec![peer(&ka, None, &["10.0.0.1/32"])],
+    );
+    for i in 0..20u8 {
+        let ping = [b'p', i];
+        send(&a, ipv4_packet(A_IN, B_IN, &ping)).await;
+        let pong = recv(&mut a).await;
+        assert_eq!(
+            pong,
+            ipv4_packet(B_IN, A_IN, &[b'p', b'o', b'n', b'g', b':', b'p', i])
+        );
     }
 }

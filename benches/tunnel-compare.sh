@@ -6,7 +6,7 @@
 #   sudo benches/tunnel-compare.sh [-t SECONDS] [-r ROUNDS] [-i "ours wggo boringtun gotatun"] [--install]
 #
 # Per implementation and round: iperf3 TCP 1 stream, TCP 4 streams, UDP (-b 0 -l 1300:
-# goodput and loss), idle ping RTT, UdpRcvbufErrors at the receiver (nstat) during the
+# goodput and loss), idle ping RTT (mean and median), UdpRcvbufErrors at the receiver (nstat) during the
 # single-stream test, and CPU seconds of both tunnel processes per GB moved in that test.
 # A lock (flock) keeps two runs from overlapping. Needs root; --install fetches the peers.
 set -euo pipefail
@@ -121,9 +121,12 @@ iperf_json() { ip netns exec "$A" timeout $((secs + 20)) iperf3 -c 169.254.200.2
 measure() {
     local impl=$1 round=$2
     setup "$impl"
-    # Idle RTT.
-    local rtt
-    rtt=$(ip netns exec "$A" ping -c 100 -i 0.01 -q 169.254.200.2 2>/dev/null | awk -F/ '/rtt/ {print $5}')
+    # Idle RTT: the mean (what ping reports as avg) and the median, which a few slow
+    # wake-ups on a busy host do not move.
+    local pings rtt p50
+    pings=$(ip netns exec "$A" ping -c 100 -i 0.01 169.254.200.2 2>/dev/null | sed -n 's/.*time=\([0-9.]*\).*/\1/p')
+    rtt=$(echo "$pings" | awk 'NF {s += $1; n++} END {if (n) printf "%.3f", s / n}')
+    p50=$(echo "$pings" | sort -n | awk 'NF {a[++n] = $1} END {if (n) printf "%.3f", a[int((n + 1) / 2)]}')
     # Single stream, with drop counters and CPU.
     ip netns exec "$B" nstat -n >/dev/null
     local c0 c1 j1 tcp1 bytes rcvbuf cpu_per_gb
@@ -138,9 +141,9 @@ measure() {
     tcp4=$(iperf_json -P 4 | python3 -c 'import json,sys; d=json.load(sys.stdin); print(d.get("end",{}).get("sum_received",{}).get("bits_per_second",0)/1e9)')
     read -r udp loss < <(iperf_json -u -b 0 -l 1300 | python3 -c 'import json,sys; d=json.load(sys.stdin); s=d.get("end",{}).get("sum_received",{}); print(s.get("bits_per_second",0)/1e9, s.get("lost_percent",0))')
     stop_server
-    printf '%s\t%s\t%.3f\t%.3f\t%.3f\t%.1f\t%s\t%s\t%s\n' "$impl" "$round" "$tcp1" "$tcp4" "$udp" "$loss" "${rtt:-n/a}" "$rcvbuf" "$cpu_per_gb" >>"$RESULTS"
-    printf '  round %s %-9s tcp1 %.2f Gbit/s  tcp4 %.2f  udp %.2f (loss %.0f%%)  rtt %s ms  rcvbuf-drops %s  cpu %s s/GB\n' \
-        "$round" "$impl" "$tcp1" "$tcp4" "$udp" "$loss" "${rtt:-n/a}" "$rcvbuf" "$cpu_per_gb"
+    printf '%s\t%s\t%.3f\t%.3f\t%.3f\t%.1f\t%s\t%s\t%s\t%s\n' "$impl" "$round" "$tcp1" "$tcp4" "$udp" "$loss" "${rtt:-n/a}" "$rcvbuf" "$cpu_per_gb" "${p50:-n/a}" >>"$RESULTS"
+    printf '  round %s %-9s tcp1 %.2f Gbit/s  tcp4 %.2f  udp %.2f (loss %.0f%%)  rtt %s ms (median %s)  rcvbuf-drops %s  cpu %s s/GB\n' \
+        "$round" "$impl" "$tcp1" "$tcp4" "$udp" "$loss" "${rtt:-n/a}" "${p50:-n/a}" "$rcvbuf" "$cpu_per_gb"
     teardown
 }
 
@@ -168,11 +171,11 @@ for r in rows:
     if r[0] not in impls:
         impls.append(r[0])
 print()
-print("| implementation | TCP 1 stream (Gbit/s) | TCP 4 streams | UDP goodput (loss %) | idle ping (ms) | UdpRcvbufErrors | CPU s / GB |")
-print("|---|---|---|---|---|---|---|")
+print("| implementation | TCP 1 stream (Gbit/s) | TCP 4 streams | UDP goodput (loss %) | idle ping avg (ms) | ping median | UdpRcvbufErrors | CPU s / GB |")
+print("|---|---|---|---|---|---|---|---|")
 for i in impls:
     rs = [r for r in rows if r[0] == i]
     col = lambda k: [r[k] for r in rs]
-    print(f"| {i} | {med(col(2)):.2f} | {med(col(3)):.2f} | {med(col(4)):.2f} ({med(col(5)):.0f}) | {med(col(6)):.3f} | {med(col(7)):.0f} | {med(col(8)):.2f} |")
+    print(f"| {i} | {med(col(2)):.2f} | {med(col(3)):.2f} | {med(col(4)):.2f} ({med(col(5)):.0f}) | {med(col(6)):.3f} | {med(col(9)):.3f} | {med(col(7)):.0f} | {med(col(8)):.2f} |")
 print(f"\nmedians of {len(rows)//max(len(impls),1)} interleaved rounds")
 PY

@@ -32,15 +32,21 @@ impl<T> Inbox<T> {
         })
     }
 
+    /// Queues `item`, ringing only when the queue was empty: a non-empty queue is either
+    /// already ringing or about to be looked at by a reader that drained the bell (and
+    /// which rings again for whatever it leaves behind).
     fn push(&self, item: T) {
-        self.queue
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push_back(item);
-        self.bell.ring();
+        let mut queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+        let was_empty = queue.is_empty();
+        queue.push_back(item);
+        drop(queue);
+        if was_empty {
+            self.bell.ring();
+        }
     }
 
-    /// Queues `item` without ringing: only a reader that looks anyway sees it.
+    /// Queues `item` without ringing: only a reader that looks anyway sees it (a later
+    /// [`Inbox::push`] does not ring for it either while it is queued).
     fn push_quiet(&self, item: T) {
         self.queue
             .lock()

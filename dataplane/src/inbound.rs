@@ -11,6 +11,7 @@
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::Ordering::SeqCst;
 use std::time::Duration;
 
 use boringtun::noise::handshake::parse_handshake_anon;
@@ -20,18 +21,20 @@ use crate::allowed_ips::LookupCache;
 use crate::batch::{BATCH_SIZE, Batch, SLOT_SIZE, TUN_HEADROOM};
 use crate::io::{TunIo, UdpBinder, UdpIo};
 use crate::key::Key;
-use crate::outbound;
+use crate::outbound::{self, HANDOFF_PACKETS};
 use crate::packet::{self, MSG_DATA, MSG_HANDSHAKE_INIT, MSG_HANDSHAKE_RESPONSE, Message};
 use crate::peers::{Peer, PeerTable};
 use crate::stats::{DeviceCounters, DropReason};
 use crate::tunnel::Shared;
 use crate::wake;
 
-/// Bits of the wait mask, in the order the descriptors are passed.
-const REBOUND: u8 = 0b10;
+/// Bit of the wait mask for `rx_bell` (the descriptors are stop, rx_bell, then the socket
+/// and the TUN when present).
+const RX_BELL: u8 = 0b10;
 
 /// The inbound thread: returns when `shared.stop` is set. Follows the socket through
-/// rebinds (`shared.rebound` rings after each).
+/// rebinds (`shared.rx_bell` rings after each). While it owns the TUN (see
+/// `outbound::run`) it reads that too.
 pub(crate) fn run<T: TunIo, B: UdpBinder>(shared: &Shared<B>, tun: &T) -> io::Result<()> {
     let mut input = Batch::new();
     let mut out = Outputs {
@@ -42,25 +45,44 @@ pub(crate) fn run<T: TunIo, B: UdpBinder>(shared: &Shared<B>, tun: &T) -> io::Re
     let mut socket = shared.socket();
     let mut drained = true;
     loop {
+        let (mut udp_ready, mut tun_ready) = (!drained, false);
         if drained {
-            let (stop, rebound) = (shared.stop.fd(), shared.rebound.fd());
-            let ready = match &socket {
-                Some(s) => wake::readable(&[stop, rebound, s.readiness()], None)?,
-                None => wake::readable(&[stop, rebound], None)?,
+            let owns_tun = !shared.tx_owns_tun.load(SeqCst);
+            let (ready, udp_bit, tun_bit) = {
+                let stop = shared.stop.fd();
+                let mut fds = [stop, shared.rx_bell.fd(), stop, stop];
+                let mut n = 2;
+                let mut bit = |fd| {
+                    fds[n] = fd;
+                    n += 1;
+                    1u8 << (n - 1)
+                };
+                let udp_bit = socket.as_ref().map_or(0, |s| bit(s.readiness()));
+                let tun_bit = if owns_tun { bit(tun.readiness()) } else { 0 };
+                (wake::readable(&fds[..n], None)?, udp_bit, tun_bit)
             };
-            if ready & REBOUND != 0 {
-                // Drain before looking: a later rebind rings again.
-                shared.rebound.drain();
+            if ready & RX_BELL != 0 {
+                // Drain before looking: a later change rings again.
+                shared.rx_bell.drain();
                 socket = shared.socket();
             }
+            udp_ready = ready & udp_bit != 0;
+            tun_ready = ready & tun_bit != 0;
         }
         if shared.stop.is_set() {
             return Ok(());
+        }
+        if tun_ready {
+            let pumped = outbound::pump(shared, tun, &mut shared.sealer())?;
+            hand_over_if_busy(shared, &pumped);
         }
         let Some(socket) = &socket else {
             drained = true;
             continue;
         };
+        if !udp_ready {
+            continue;
+        }
         input.clear();
         drained = match socket.recv_batch(&mut input) {
             Ok(drained) => drained,
@@ -106,20 +128,31 @@ pub(crate) fn run<T: TunIo, B: UdpBinder>(shared: &Shared<B>, tun: &T) -> io::Re
     }
 }
 
+/// Gives the TUN to the outbound thread when this thread owns it and `pumped` shows
+/// outbound load: more queued than one batch, or a batch of [`HANDOFF_PACKETS`].
+fn hand_over_if_busy<B: UdpBinder>(shared: &Shared<B>, pumped: &outbound::Pumped) {
+    let busy = !pumped.drained || pumped.packets >= HANDOFF_PACKETS;
+    if busy && !shared.tx_owns_tun.load(SeqCst) {
+        shared.tx_owns_tun.store(true, SeqCst);
+        shared.tx_bell.ring();
+    }
+}
+
 /// Seals what the inner stack queued on the TUN while this thread was writing to it.
 ///
 /// A TUN write runs the inner stack inline: by the time it returns, an echo reply or a
-/// TCP ACK is usually already queued for the outbound path. Sealing it here saves that
-/// path's wake-up (a second thread on another, often idle, CPU) from every request/reply
-/// round trip. Skipped while the outbound thread is busy; it is woken for the same
-/// packets anyway and takes whatever is left.
+/// TCP ACK is usually already queued for the outbound path. Sealing it here, whoever
+/// owns the TUN, saves a wake-up of the outbound thread (a second thread on another,
+/// often idle, CPU) from every request/reply round trip. Skipped while the outbound
+/// thread is sealing; it takes whatever is left.
 fn reply_inline<T: TunIo, B: UdpBinder>(shared: &Shared<B>, tun: &T) {
     let Some(mut sealer) = shared.try_sealer() else {
         return;
     };
-    if let Err(e) = outbound::pump(shared, tun, &mut sealer) {
-        // The outbound thread sees the same error and ends the tunnel.
-        tracing::debug!(device = %shared.name, error = %e, "TUN read failed");
+    match outbound::pump(shared, tun, &mut sealer) {
+        Ok(pumped) => hand_over_if_busy(shared, &pumped),
+        // Whoever owns the TUN sees the same error and ends the tunnel.
+        Err(e) => tracing::debug!(device = %shared.name, error = %e, "TUN read failed"),
     }
 }
 

@@ -10,6 +10,8 @@
 //! handshake initiation instead; the queue is flushed when the handshake completes.
 
 use std::io;
+use std::sync::atomic::Ordering::SeqCst;
+use std::time::Duration;
 
 use boringtun::noise::TunnResult;
 
@@ -43,28 +45,64 @@ impl Sealer {
     }
 }
 
+/// How long the TUN stays with the outbound thread after it last had packets.
+const KEEP_TUN: Duration = Duration::from_millis(4);
+
+/// A pump reading at least this many packets means outbound load: the inbound thread
+/// hands the TUN to the outbound thread.
+pub(crate) const HANDOFF_PACKETS: usize = 8;
+
 /// The outbound thread: returns when `shared.stop` is set, or with the error that ended
 /// the TUN device.
+///
+/// While traffic is light the inbound thread reads the TUN too, so a request and its
+/// reply are handled by one warm thread and nobody else is woken. Under outbound load it
+/// hands the TUN over (`tx_owns_tun`, `tx_bell`); this thread keeps it until it has been
+/// quiet for [`KEEP_TUN`], then hands it back (`rx_bell`). Only the owner changes the
+/// flag, and the TUN is level-triggered, so no packet waits through a handover.
 pub(crate) fn run<T: TunIo, B: UdpBinder>(shared: &Shared<B>, tun: &T) -> io::Result<()> {
-    let mut drained = true;
     loop {
-        if drained {
-            wake::readable(&[tun.readiness(), shared.stop.fd()], None)?;
-        }
+        wake::readable(&[shared.tx_bell.fd(), shared.stop.fd()], None)?;
+        shared.tx_bell.drain();
         if shared.stop.is_set() {
             return Ok(());
         }
-        drained = pump(shared, tun, &mut shared.sealer())?;
+        if !shared.tx_owns_tun.load(SeqCst) {
+            continue;
+        }
+        let mut drained = false;
+        loop {
+            if drained {
+                let ready = wake::readable(&[tun.readiness(), shared.stop.fd()], Some(KEEP_TUN))?;
+                if ready == 0 {
+                    shared.tx_owns_tun.store(false, SeqCst);
+                    shared.rx_bell.ring();
+                    break;
+                }
+            }
+            if shared.stop.is_set() {
+                return Ok(());
+            }
+            drained = pump(shared, tun, &mut shared.sealer())?.drained;
+        }
     }
 }
 
+/// What one [`pump`] did.
+pub(crate) struct Pumped {
+    /// The TUN had nothing more to read.
+    pub(crate) drained: bool,
+    /// Packets read.
+    pub(crate) packets: usize,
+}
+
 /// Reads one batch from the TUN (until it is drained or the batch is full), seals it and
-/// sends it; returns whether the TUN was drained.
+/// sends it.
 pub(crate) fn pump<T: TunIo, B: UdpBinder>(
     shared: &Shared<B>,
     tun: &T,
     sealer: &mut Sealer,
-) -> io::Result<bool> {
+) -> io::Result<Pumped> {
     let Sealer {
         input,
         output,
@@ -72,15 +110,19 @@ pub(crate) fn pump<T: TunIo, B: UdpBinder>(
     } = sealer;
     input.clear();
     let drained = tun.recv_batch(input)?;
+    let done = Pumped {
+        drained,
+        packets: input.len(),
+    };
     if input.is_empty() {
-        return Ok(drained);
+        return Ok(done);
     }
     let table = shared.table();
     let Some(socket) = shared.socket() else {
         shared
             .counters
             .drop_packets(DropReason::SendError, input.len() as u64);
-        return Ok(drained);
+        return Ok(done);
     };
     route(&table, input, order, &shared.counters);
     output.clear();
@@ -96,7 +138,7 @@ pub(crate) fn pump<T: TunIo, B: UdpBinder>(
         let failed = socket.send_batch(output);
         shared.counters.sent_batch(output, failed);
     }
-    Ok(drained)
+    Ok(done)
 }
 
 /// Fills `order` with `(peer position, packet index)` for every routable packet of

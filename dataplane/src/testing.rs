@@ -90,6 +90,7 @@ pub struct MemTun {
     from_host: Arc<Inbox<Vec<u8>>>,
     to_host: mpsc::UnboundedSender<Vec<u8>>,
     answer: Option<Answer>,
+    readers: Readers,
 }
 
 /// The "kernel" end of an in-memory TUN device.
@@ -98,6 +99,22 @@ pub struct MemTunHost {
     pub to_tunnel: HostTx,
     /// Packets the tunnel delivered (decrypted inbound traffic).
     pub from_tunnel: mpsc::UnboundedReceiver<Vec<u8>>,
+    readers: Readers,
+}
+
+/// Names of the threads that read packets from an in-memory TUN, in order, each run of
+/// reads by one thread recorded once.
+type Readers = Arc<Mutex<Vec<String>>>;
+
+impl MemTunHost {
+    /// Which threads read packets from the device, in order (a run of reads by one
+    /// thread appears once).
+    pub fn readers(&self) -> Vec<String> {
+        self.readers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
 }
 
 /// Writes packets into an in-memory TUN device. Dropping it is like deleting the
@@ -124,15 +141,18 @@ impl Drop for HostTx {
 pub fn mem_tun() -> (MemTun, MemTunHost) {
     let inbox = Inbox::new();
     let (to_host, from_tunnel) = mpsc::unbounded_channel();
+    let readers = Readers::default();
     (
         MemTun {
             from_host: Arc::clone(&inbox),
             to_host,
             answer: None,
+            readers: Arc::clone(&readers),
         },
         MemTunHost {
             to_tunnel: HostTx { inbox },
             from_tunnel,
+            readers,
         },
     )
 }
@@ -160,9 +180,18 @@ impl TunIo for MemTun {
     }
 
     fn recv_batch(&self, batch: &mut Batch) -> io::Result<bool> {
-        self.from_host.take(batch, |b, p| {
+        let before = batch.len();
+        let drained = self.from_host.take(batch, |b, p| {
             b.push(&p, any());
-        })
+        })?;
+        if batch.len() > before {
+            let name = std::thread::current().name().unwrap_or("").to_string();
+            let mut readers = self.readers.lock().unwrap_or_else(|e| e.into_inner());
+            if readers.last() != Some(&name) {
+                readers.push(name);
+            }
+        }
+        Ok(drained)
     }
 
     fn send_batch(&self, batch: &mut Batch) -> usize {

@@ -4,7 +4,7 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, TryLockError};
 use std::thread::JoinHandle;
 use std::time::SystemTime;
@@ -116,8 +116,14 @@ pub(crate) struct Shared<B: UdpBinder> {
     /// The desired configuration; its lock serialises writers.
     config: Mutex<TunnelConfig>,
     socket: watch::Sender<Option<Arc<B::Socket>>>,
-    /// Rings after every change of `socket` (the inbound thread waits on it).
-    pub(crate) rebound: Doorbell,
+    /// Rings when the inbound thread must look again: after every change of `socket`, and
+    /// when the outbound thread hands the TUN back.
+    pub(crate) rx_bell: Doorbell,
+    /// Rings when the inbound thread hands the TUN to the outbound thread.
+    pub(crate) tx_bell: Doorbell,
+    /// Which thread reads the TUN: the inbound one while traffic is light (false), the
+    /// outbound one under load (true). Only the owner changes it; see `outbound::run`.
+    pub(crate) tx_owns_tun: AtomicBool,
     /// Set when the tunnel is dropped: the packet threads return.
     pub(crate) stop: Stop,
     pub(crate) counters: DeviceCounters,
@@ -160,7 +166,7 @@ impl<B: UdpBinder> Shared<B> {
     /// Replaces the socket and tells the inbound thread; returns the old one.
     fn set_socket(&self, socket: Option<Arc<B::Socket>>) -> Option<Arc<B::Socket>> {
         let old = self.socket.send_replace(socket);
-        self.rebound.ring();
+        self.rx_bell.ring();
         old
     }
 
@@ -321,7 +327,9 @@ impl<B: UdpBinder> Tunnel<B> {
             table: RwLock::new(Arc::new(PeerTable::default())),
             config: Mutex::new(TunnelConfig::default()),
             socket,
-            rebound: Doorbell::new()?,
+            rx_bell: Doorbell::new()?,
+            tx_bell: Doorbell::new()?,
+            tx_owns_tun: AtomicBool::new(false),
             stop: Stop::new()?,
             counters: DeviceCounters::default(),
             clock: Clock::new(),

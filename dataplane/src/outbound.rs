@@ -24,8 +24,9 @@ use crate::stats::{DeviceCounters, DropReason};
 use crate::tunnel::Shared;
 use crate::wake;
 
-/// The TUN → UDP path's buffers, owned by whichever thread is sealing: the outbound
-/// thread, or the inbound thread picking up a reply the inner stack produced inline.
+/// The TUN → UDP path's buffers, held by whichever thread is sealing: the thread that
+/// owns the TUN (see [`run`]), or the inbound thread picking up a reply the inner stack
+/// produced inline.
 pub(crate) struct Sealer {
     input: Batch,
     /// Sealed datagrams back to back, so a peer's run goes out as one GSO send.

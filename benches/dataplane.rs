@@ -13,13 +13,13 @@ use dataplane::testing::ipv4_packet;
 use ip_network::IpNetwork;
 
 fn table(n: u32) -> AllowedIps<u32> {
-    let mut t = AllowedIps::new();
-    for i in 0..n {
-        // Distinct /24s spread over 10.0.0.0/8, as pod CIDRs are.
-        let ip = Ipv4Addr::from(0x0a00_0000 | ((i % 65_536) << 8));
-        t.insert(IpNetwork::new_truncate(ip, 24).unwrap(), i);
-    }
-    t
+    // Distinct /24s spread over 10.0.0.0/8, as pod CIDRs are.
+    (0..n)
+        .map(|i| {
+            let ip = Ipv4Addr::from(0x0a00_0000 | ((i % 65_536) << 8));
+            (IpNetwork::new_truncate(ip, 24).unwrap(), i)
+        })
+        .collect()
 }
 
 fn allowed_ips(c: &mut Criterion) {

@@ -102,7 +102,10 @@ pub(crate) struct PeerTable {
     pub(crate) identity: Option<Arc<Identity>>,
     pub(crate) peers: Vec<Arc<Peer>>,
     by_key: HashMap<Key, usize>,
-    by_index: HashMap<u32, usize>,
+    /// Keyed by a number the sender of each packet chooses, and read once per packet:
+    /// foldhash is several times cheaper than SipHash, and its per-process seed keeps
+    /// the layout unknown to a sender.
+    by_index: HashMap<u32, usize, foldhash::fast::RandomState>,
     pub(crate) routes: AllowedIps<usize>,
 }
 
@@ -149,6 +152,7 @@ impl PeerTable {
         let Some(identity) = identity else {
             return table;
         };
+        let mut routes = Vec::new();
         let used: std::collections::HashSet<u32> = old.by_index.keys().copied().collect();
         for (pos, pc) in config.peers.iter().enumerate() {
             let previous = old.by_key(&pc.public_key);
@@ -204,13 +208,12 @@ impl PeerTable {
             if keepalive != 0 && (before == 0 || reuse.is_none()) {
                 peer.keepalive_due.store(true, Relaxed);
             }
-            for net in &pc.allowed_ips {
-                table.routes.insert(*net, pos);
-            }
+            routes.extend(pc.allowed_ips.iter().map(|net| (*net, pos)));
             table.by_key.insert(pc.public_key, pos);
             table.by_index.insert(peer.index, pos);
             table.peers.push(peer);
         }
+        table.routes = routes.into_iter().collect();
         table
     }
 }

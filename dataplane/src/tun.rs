@@ -173,7 +173,15 @@ impl TunIo for TunDevice {
         let headroom = batch.headroom();
         let mut w = lock(&self.writer);
         let Writer { gro, bufs } = &mut *w;
-        let sent = if headroom >= VIRTIO_NET_HDR_LEN {
+        let sent = if headroom >= VIRTIO_NET_HDR_LEN && batch.len() == 1 {
+            // A lone packet (a ping, an ACK) has nothing to coalesce with: it goes out
+            // behind a zeroed virtio header (no GSO, checksum complete), which is what
+            // tun-rs's coalescer writes for such a packet, without a pass through it.
+            let (buf, len) = batch.filled_slots_mut().next().expect("one packet");
+            let start = headroom - VIRTIO_NET_HDR_LEN;
+            buf[start..headroom].fill(0);
+            self.dev.send(&buf[start..len])
+        } else if headroom >= VIRTIO_NET_HDR_LEN {
             // The virtio header goes into the headroom and segments coalesce inside the
             // batch's own slots: the packets are not copied again.
             let mut slots: Vec<SlotBuf<'_>> = batch

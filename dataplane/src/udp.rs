@@ -59,6 +59,7 @@ impl UdpBinder for SystemUdp {
             port,
             dual,
             gso,
+            quiet: AtomicBool::new(true),
         })
     }
 }
@@ -78,7 +79,13 @@ pub struct UdpSocket {
     dual: bool,
     /// Cleared when the kernel refuses a GSO send; single datagrams from then on.
     gso: AtomicBool,
+    /// The last receive found fewer than [`QUIET_SLOTS`] datagrams.
+    quiet: AtomicBool,
 }
+
+/// Slots offered to the first `recvmmsg` of a wake-up after a quiet one. A burst that
+/// fills them is read on at the full batch size.
+const QUIET_SLOTS: usize = 4;
 
 /// Largest UDP payload one GSO send may carry.
 const GSO_MAX_BYTES: usize = 65_000;
@@ -99,6 +106,27 @@ impl UdpSocket {
 }
 
 impl UdpSocket {
+    /// One `recvmmsg` into at most `N` free slots; returns (received, offered).
+    fn recv_some<const N: usize>(&self, batch: &mut Batch) -> io::Result<(usize, usize)> {
+        let mut meta = [RecvMeta::default(); N];
+        let free = batch.free_slots();
+        let offered = free.len().min(N);
+        let mut iovs: [IoSliceMut<'_>; N] = std::array::from_fn(|_| IoSliceMut::new(&mut []));
+        for (iov, slot) in iovs.iter_mut().zip(free.iter_mut()) {
+            *iov = IoSliceMut::new(&mut slot[..]);
+        }
+        let n = self.state.recv(
+            (&self.sock).into(),
+            &mut iovs[..offered],
+            &mut meta[..offered],
+        )?;
+        for m in &meta[..n] {
+            let stride = if m.stride < m.len { m.stride } else { 0 };
+            batch.commit(m.len, canonical(m.addr), stride);
+        }
+        Ok((n, offered))
+    }
+
     fn send_one(
         &self,
         contents: &[u8],
@@ -169,33 +197,34 @@ impl UdpIo for UdpSocket {
     }
 
     fn recv_batch(&self, batch: &mut Batch) -> io::Result<bool> {
-        let mut meta = [RecvMeta::default(); quinn_udp::BATCH_SIZE];
-        while !batch.is_full() {
-            let free = batch.free_slots();
-            let want = free.len().min(meta.len());
-            let mut iovs: [IoSliceMut<'_>; quinn_udp::BATCH_SIZE] =
-                std::array::from_fn(|_| IoSliceMut::new(&mut []));
-            for (iov, slot) in iovs.iter_mut().zip(free.iter_mut()) {
-                *iov = IoSliceMut::new(&mut slot[..]);
+        // After a quiet wake-up (a ping, a keepalive) the next one starts with a short
+        // receive: quinn-udp prepares, and we initialise, one header per slot offered.
+        let mut quiet = self.quiet.load(Relaxed);
+        let mut received = 0;
+        let drained = loop {
+            if batch.is_full() {
+                break Ok(false);
             }
-            let n = match self
-                .state
-                .recv((&self.sock).into(), &mut iovs[..want], &mut meta[..want])
-            {
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(true),
-                Err(e) => return Err(e),
+            let got = if quiet {
+                self.recv_some::<QUIET_SLOTS>(batch)
+            } else {
+                self.recv_some::<{ quinn_udp::BATCH_SIZE }>(batch)
             };
-            for m in &meta[..n] {
-                let stride = if m.stride < m.len { m.stride } else { 0 };
-                batch.commit(m.len, canonical(m.addr), stride);
+            quiet = false;
+            match got {
+                Ok((n, offered)) => {
+                    received += n;
+                    if n < offered {
+                        // recvmmsg returns what was queued: the socket is drained.
+                        break Ok(true);
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break Ok(true),
+                Err(e) => break Err(e),
             }
-            if n < want {
-                // recvmmsg returns what was queued: the socket is drained.
-                return Ok(true);
-            }
-        }
-        Ok(false)
+        };
+        self.quiet.store(received < QUIET_SLOTS, Relaxed);
+        drained
     }
 
     fn send_batch(&self, batch: &Batch) -> usize {

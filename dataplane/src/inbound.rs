@@ -43,6 +43,7 @@ pub(crate) fn run<T: TunIo, B: UdpBinder>(shared: &Shared<B>, tun: &T) -> io::Re
         wrote_tun: false,
     };
     let mut socket = shared.socket();
+    let mut waiter = wake::Waiter::new()?;
     let mut drained = true;
     loop {
         let (mut udp_ready, mut tun_ready) = (!drained, false);
@@ -59,12 +60,14 @@ pub(crate) fn run<T: TunIo, B: UdpBinder>(shared: &Shared<B>, tun: &T) -> io::Re
                 };
                 let udp_bit = socket.as_ref().map_or(0, |s| bit(s.readiness()));
                 let tun_bit = if owns_tun { bit(tun.readiness()) } else { 0 };
-                (wake::readable(&fds[..n], None)?, udp_bit, tun_bit)
+                (waiter.readable(&fds[..n], None)?, udp_bit, tun_bit)
             };
             if ready & RX_BELL != 0 {
                 // Drain before looking: a later change rings again.
                 shared.rx_bell.drain();
                 socket = shared.socket();
+                // The new socket may have the old one's number.
+                waiter.reset();
             }
             udp_ready = ready & udp_bit != 0;
             tun_ready = ready & tun_bit != 0;

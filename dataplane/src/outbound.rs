@@ -62,8 +62,10 @@ pub(crate) const HANDOFF_PACKETS: usize = 8;
 /// quiet for [`KEEP_TUN`], then hands it back (`rx_bell`). Only the owner changes the
 /// flag, and the TUN is level-triggered, so no packet waits through a handover.
 pub(crate) fn run<T: TunIo, B: UdpBinder>(shared: &Shared<B>, tun: &T) -> io::Result<()> {
+    // One wait set while idle, one while owning the TUN: no re-registration on handover.
+    let (mut idle, mut owning) = (wake::Waiter::new()?, wake::Waiter::new()?);
     loop {
-        wake::readable(&[shared.tx_bell.fd(), shared.stop.fd()], None)?;
+        idle.readable(&[shared.tx_bell.fd(), shared.stop.fd()], None)?;
         shared.tx_bell.drain();
         if shared.stop.is_set() {
             return Ok(());
@@ -74,7 +76,8 @@ pub(crate) fn run<T: TunIo, B: UdpBinder>(shared: &Shared<B>, tun: &T) -> io::Re
         let mut drained = false;
         loop {
             if drained {
-                let ready = wake::readable(&[tun.readiness(), shared.stop.fd()], Some(KEEP_TUN))?;
+                let ready =
+                    owning.readable(&[tun.readiness(), shared.stop.fd()], Some(KEEP_TUN))?;
                 if ready == 0 {
                     shared.tx_owns_tun.store(false, SeqCst);
                     shared.rx_bell.ring();

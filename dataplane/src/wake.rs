@@ -1,14 +1,18 @@
-//! Waking threads that block in `poll(2)`: a [`Doorbell`] is a descriptor that becomes
-//! readable when rung, and [`Stop`] is a doorbell that stays rung.
+//! Waking threads that block on descriptors: a [`Doorbell`] is a descriptor that becomes
+//! readable when rung, [`Stop`] is a doorbell that stays rung, and a [`Waiter`] is a
+//! packet thread's long-lived wait set.
 //!
-//! The packet paths sleep in `poll` on their own descriptors plus these, so the only
-//! wake-up on the data path is the kernel's, straight into the thread that handles it.
+//! The packet paths sleep in their [`Waiter`] on their own descriptors plus these, so the
+//! only wake-up on the data path is the kernel's, straight into the thread that handles it.
 
 use std::io;
-use std::os::fd::{AsFd, BorrowedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::os::unix::net::UnixDatagram;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
+
+use nix::errno::Errno;
+use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 
 /// A descriptor that becomes readable when rung, until drained. Ringing never blocks:
 /// when the pipe is full the bell is already ringing.
@@ -80,9 +84,79 @@ impl Stop {
     }
 }
 
-/// Waits until one of `fds` (at most 4) is readable or `timeout` passes (`None`: no
-/// limit). Returns a mask with bit `i` set when `fds[i]` is readable; 0 when the wait
-/// ended without any (timeout, signal).
+/// A thread's long-lived wait set: `epoll(7)`, level-triggered, so a descriptor left
+/// readable ends the next wait at once, exactly as with `poll(2)`. The registrations stay
+/// between waits and are rebuilt only when the descriptors asked for change (the TUN
+/// changing hands, a new socket), so a wait is one system call with no per-descriptor
+/// setup in the kernel.
+#[derive(Debug)]
+pub struct Waiter {
+    epoll: Epoll,
+    registered: Vec<RawFd>,
+    /// The next wait registers its descriptors anew.
+    stale: bool,
+}
+
+impl Waiter {
+    /// An empty wait set.
+    pub fn new() -> io::Result<Self> {
+        Ok(Self {
+            epoll: Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?,
+            registered: Vec::new(),
+            stale: true,
+        })
+    }
+
+    /// Makes the next wait register its descriptors anew. Call it when a descriptor may
+    /// have been replaced by another that got the same number.
+    pub fn reset(&mut self) {
+        self.stale = true;
+    }
+
+    /// Waits until one of `fds` (at most 8, all distinct) is readable or `timeout` passes
+    /// (`None`: no limit). Returns a mask with bit `i` set when `fds[i]` is readable (or in
+    /// error); 0 when the wait ended without any (timeout, signal).
+    pub fn readable(
+        &mut self,
+        fds: &[BorrowedFd<'_>],
+        timeout: Option<Duration>,
+    ) -> io::Result<u8> {
+        const MAX: usize = 8;
+        assert!(fds.len() <= MAX, "a Waiter takes at most {MAX} descriptors");
+        let same = fds
+            .iter()
+            .map(|fd| fd.as_raw_fd())
+            .eq(self.registered.iter().copied());
+        if self.stale || !same {
+            // A fresh instance: dropping the old one removes every old registration, so
+            // nothing stale can keep a wait awake.
+            let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?;
+            for (i, fd) in fds.iter().enumerate() {
+                epoll.add(fd, EpollEvent::new(EpollFlags::EPOLLIN, i as u64))?;
+            }
+            self.epoll = epoll;
+            self.registered = fds.iter().map(|fd| fd.as_raw_fd()).collect();
+            self.stale = false;
+        }
+        // Round up: a wait of 300 µs must not become a busy 0 ms one.
+        let timeout = match timeout {
+            None => EpollTimeout::NONE,
+            Some(t) => {
+                let ms = i32::try_from(t.as_micros().div_ceil(1000)).unwrap_or(i32::MAX);
+                EpollTimeout::try_from(ms).unwrap_or(EpollTimeout::MAX)
+            }
+        };
+        let mut events = [EpollEvent::empty(); MAX];
+        match self.epoll.wait(&mut events[..fds.len().max(1)], timeout) {
+            Ok(n) => Ok(events[..n].iter().fold(0, |mask, e| mask | 1 << e.data())),
+            Err(Errno::EINTR) => Ok(0),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+/// A one-off wait with `poll(2)`, as [`Waiter::readable`] (tests compare the two).
+#[cfg(test)]
 pub(crate) fn readable(fds: &[BorrowedFd<'_>], timeout: Option<Duration>) -> io::Result<u8> {
     crate::sys::wait(fds, false, timeout)
 }
@@ -124,6 +198,65 @@ mod tests {
         }
         bell.drain();
         assert_eq!(readable(&[bell.fd()], SHORT).unwrap(), 0);
+    }
+
+    #[test]
+    fn a_waiter_is_level_triggered_and_names_the_ready_descriptors() {
+        let (quiet, rung) = (Doorbell::new().unwrap(), Doorbell::new().unwrap());
+        let mut w = Waiter::new().unwrap();
+        assert_eq!(w.readable(&[quiet.fd(), rung.fd()], SHORT).unwrap(), 0);
+        rung.ring();
+        // Still readable on the next wait while nobody drains it.
+        for _ in 0..3 {
+            assert_eq!(w.readable(&[quiet.fd(), rung.fd()], SHORT).unwrap(), 0b10);
+        }
+        rung.drain();
+        assert_eq!(w.readable(&[quiet.fd(), rung.fd()], SHORT).unwrap(), 0);
+    }
+
+    #[test]
+    fn a_waiter_follows_a_changed_set() {
+        let (a, b) = (Doorbell::new().unwrap(), Doorbell::new().unwrap());
+        let mut w = Waiter::new().unwrap();
+        a.ring();
+        assert_eq!(w.readable(&[a.fd()], SHORT).unwrap(), 1);
+        // a is no longer asked for: its readiness must not end the wait.
+        assert_eq!(w.readable(&[b.fd()], SHORT).unwrap(), 0);
+        b.ring();
+        assert_eq!(w.readable(&[b.fd(), a.fd()], SHORT).unwrap(), 0b11);
+    }
+
+    #[test]
+    fn a_reset_waiter_sees_a_new_descriptor_with_an_old_number() {
+        let mut w = Waiter::new().unwrap();
+        let old = Doorbell::new().unwrap();
+        assert_eq!(w.readable(&[old.fd()], SHORT).unwrap(), 0);
+        let number = old.fd().as_raw_fd();
+        drop(old);
+        let new = Doorbell::new().unwrap();
+        if new.fd().as_raw_fd() == number {
+            new.ring();
+            w.reset();
+            assert_eq!(w.readable(&[new.fd()], SHORT).unwrap(), 1);
+        }
+        // Otherwise the numbers differ and the set changed anyway.
+        new.ring();
+        assert_eq!(w.readable(&[new.fd()], SHORT).unwrap(), 1);
+    }
+
+    #[test]
+    fn a_waiter_wakes_on_stop_from_another_thread() {
+        let stop = std::sync::Arc::new(Stop::new().unwrap());
+        let waiter = {
+            let stop = std::sync::Arc::clone(&stop);
+            std::thread::spawn(move || {
+                let mut w = Waiter::new().unwrap();
+                w.readable(&[stop.fd()], Some(Duration::from_secs(10)))
+            })
+        };
+        std::thread::sleep(Duration::from_millis(20));
+        stop.set();
+        assert_eq!(waiter.join().unwrap().unwrap(), 1);
     }
 
     #[test]

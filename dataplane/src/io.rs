@@ -2,7 +2,7 @@
 //! `tun.rs` and `udp.rs`; in-memory ones for tests in `testing.rs`. Static dispatch: the
 //! loops are monomorphised per transport, no `dyn` on the hot path.
 //!
-//! The paths run on their own threads: each sleeps in `poll(2)` on a transport's
+//! The paths run on their own threads: each sleeps in `epoll_wait` on a transport's
 //! [`readiness`](TunIo::readiness) descriptor, then reads without blocking until the
 //! transport is drained, so a packet costs one wake-up of the thread that handles it.
 

@@ -1,4 +1,5 @@
-//! The crate's only `unsafe`: socket options that socket2 does not wrap, and `poll(2)`.
+//! The crate's only `unsafe`: socket options that socket2 does not wrap, and a one-off `poll(2)`
+//! (a send waiting for room; the packet threads' own waits are `wake::Waiter`).
 #![allow(unsafe_code)]
 
 use std::io;

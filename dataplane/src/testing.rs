@@ -16,7 +16,7 @@ use crate::io::{TunIo, UdpBinder, UdpIo};
 use crate::wake::Doorbell;
 
 /// An unbounded queue whose [`Doorbell`] rings while it may hold items, so a tunnel's
-/// path thread can wait for it in `poll` like for a real descriptor.
+/// path thread can wait for it like for a real descriptor.
 struct Inbox<T> {
     queue: Mutex<VecDeque<T>>,
     bell: Doorbell,

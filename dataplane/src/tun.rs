@@ -31,7 +31,7 @@ struct Writer {
 
 /// A TUN device opened by this process.
 pub struct TunDevice {
-    /// Non-blocking: the outbound path waits in `poll` on it.
+    /// Non-blocking: the packet paths wait for it in their `epoll` sets.
     dev: SyncDevice,
     name: String,
     offload: bool,

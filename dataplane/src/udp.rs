@@ -72,7 +72,7 @@ fn bind_v4(port: u16) -> io::Result<(Socket, bool)> {
 
 /// A bound UDP socket.
 pub struct UdpSocket {
-    /// Non-blocking: the inbound path waits in `poll` on it.
+    /// Non-blocking: the inbound path waits for it in its `epoll` set.
     sock: std::net::UdpSocket,
     state: UdpSocketState,
     port: u16,

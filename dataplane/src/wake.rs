@@ -50,7 +50,7 @@ impl Doorbell {
     }
 }
 
-/// A one-way stop signal for threads that wait in `poll`: once set, its descriptor stays
+/// A one-way stop signal for threads that wait on descriptors: once set, its descriptor stays
 /// readable, so every waiter wakes, now and later.
 #[derive(Debug)]
 pub struct Stop {

@@ -100,7 +100,7 @@ pub(crate) fn run<T: TunIo, B: UdpBinder>(shared: &Shared<B>, tun: &T) -> io::Re
         }
         let table = shared.table();
         let mut routes = LookupCache::default();
-        let now_ms = shared.clock.now_ms();
+        let now_ms = shared.clock.coarse_ms();
         shared
             .counters
             .received(input.datagrams().count() as u64, input.bytes());

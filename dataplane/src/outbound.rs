@@ -136,7 +136,7 @@ pub(crate) fn pump<T: TunIo, B: UdpBinder>(
         order,
         output,
         &shared.counters,
-        shared.clock.now_ms(),
+        shared.clock.coarse_ms(),
     );
     if !output.is_empty() {
         let failed = socket.send_batch(output);

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Instant, SystemTime};
 
 use boringtun::noise::Tunn;
 use boringtun::noise::rate_limiter::RateLimiter;
@@ -219,21 +219,56 @@ impl PeerTable {
 }
 
 /// Milliseconds on a monotonic clock shared by one tunnel's tasks.
-#[derive(Clone, Copy)]
-pub(crate) struct Clock(Instant);
+///
+/// The packet paths read a coarse copy that the timer task refreshes on every tick. They
+/// only stamp when a peer was last sent to, which the timer task compares on its ticks
+/// anyway, and reading the system clock on every batch costs a cold cache line or two
+/// (the kernel rewrites the clock page on every timer interrupt) per idle wake-up.
+pub(crate) struct Clock {
+    epoch: Instant,
+    coarse: AtomicU64,
+}
 
 impl Clock {
     pub(crate) fn new() -> Self {
-        Self(Instant::now())
+        Self {
+            epoch: Instant::now(),
+            coarse: AtomicU64::new(1),
+        }
     }
 
-    #[inline]
+    /// Now. +1 so that 0 can mean "never".
     pub(crate) fn now_ms(&self) -> u64 {
-        // +1 so that 0 can mean "never".
-        self.0.elapsed().as_millis() as u64 + 1
+        self.epoch.elapsed().as_millis() as u64 + 1
     }
 
-    pub(crate) fn since(&self, ms: u64) -> Duration {
-        Duration::from_millis(self.now_ms().saturating_sub(ms))
+    /// Refreshes the coarse copy and returns it (the timer task, once per tick).
+    pub(crate) fn tick(&self) -> u64 {
+        let now = self.now_ms();
+        self.coarse.store(now, Relaxed);
+        now
+    }
+
+    /// Now, as of the last [`Clock::tick`]: at most one timer tick old.
+    #[inline]
+    pub(crate) fn coarse_ms(&self) -> u64 {
+        self.coarse.load(Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_coarse_clock_moves_only_on_ticks() {
+        let clock = Clock::new();
+        assert_eq!(clock.coarse_ms(), 1, "not 0, which means never");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        assert_eq!(clock.coarse_ms(), 1);
+        let t = clock.tick();
+        assert!(t >= 6, "{t}");
+        assert_eq!(clock.coarse_ms(), t);
+        assert!(clock.now_ms() >= t);
     }
 }

@@ -27,6 +27,9 @@ pub(crate) async fn run<B: UdpBinder>(shared: Arc<Shared<B>>) -> io::Result<()> 
             _ = tokio::time::sleep(TICK) => {}
             _ = shared.kick.notified() => {}
         }
+        // Stamps from the packet paths are copies of this value, so idle times below are
+        // whole ticks: a keepalive is never more than one tick early or late.
+        let now_ms = shared.clock.tick();
         let table = shared.table();
         if last_reset.elapsed() >= Duration::from_secs(1) {
             last_reset = tokio::time::Instant::now();
@@ -37,7 +40,6 @@ pub(crate) async fn run<B: UdpBinder>(shared: Arc<Shared<B>>) -> io::Result<()> 
         let Some(socket) = shared.socket() else {
             continue;
         };
-        let now_ms = shared.clock.now_ms();
         out.clear();
         for peer in &table.peers {
             if out.capacity() - out.len() < 2 {
@@ -65,7 +67,7 @@ pub(crate) async fn run<B: UdpBinder>(shared: Arc<Shared<B>>) -> io::Result<()> 
             }
             let interval = u64::from(peer.keepalive());
             let due = peer.keepalive_due.swap(false, Relaxed);
-            let idle = shared.clock.since(peer.last_sent_ms().max(1));
+            let idle = Duration::from_millis(now_ms.saturating_sub(peer.last_sent_ms().max(1)));
             let keepalive_due = interval > 0
                 && !sent
                 && (due || peer.last_sent_ms() == 0 || idle >= Duration::from_secs(interval));

@@ -106,8 +106,9 @@ impl UdpSocket {
 }
 
 impl UdpSocket {
-    /// One `recvmmsg` into at most `N` free slots; returns (received, offered).
-    fn recv_some<const N: usize>(&self, batch: &mut Batch) -> io::Result<(usize, usize)> {
+    /// One `recvmmsg` into at most `N` free slots; returns (messages, offered, datagrams):
+    /// with GRO one message may hold many datagrams.
+    fn recv_some<const N: usize>(&self, batch: &mut Batch) -> io::Result<(usize, usize, usize)> {
         let mut meta = [RecvMeta::default(); N];
         let free = batch.free_slots();
         let offered = free.len().min(N);
@@ -120,11 +121,17 @@ impl UdpSocket {
             &mut iovs[..offered],
             &mut meta[..offered],
         )?;
+        let mut datagrams = 0;
         for m in &meta[..n] {
             let stride = if m.stride < m.len { m.stride } else { 0 };
+            datagrams += if stride > 0 {
+                m.len.div_ceil(stride)
+            } else {
+                1
+            };
             batch.commit(m.len, canonical(m.addr), stride);
         }
-        Ok((n, offered))
+        Ok((n, offered, datagrams))
     }
 
     fn send_one(
@@ -212,8 +219,8 @@ impl UdpIo for UdpSocket {
             };
             quiet = false;
             match got {
-                Ok((n, offered)) => {
-                    received += n;
+                Ok((n, offered, datagrams)) => {
+                    received += datagrams;
                     if n < offered {
                         // recvmmsg returns what was queued: the socket is drained.
                         break Ok(true);

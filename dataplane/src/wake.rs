@@ -166,7 +166,7 @@ impl Waiter {
     }
 }
 
-/// A one-off wait with `poll(2)`, as [`Waiter::readable`] (tests compare the two).
+/// A one-off wait with `poll(2)` (the doorbell tests; the packet threads use [`Waiter`]).
 #[cfg(test)]
 pub(crate) fn readable(fds: &[BorrowedFd<'_>], timeout: Option<Duration>) -> io::Result<u8> {
     crate::sys::wait(fds, false, timeout)

@@ -124,6 +124,37 @@ impl TunDevice {
         })
     }
 
+    /// Writes a batch through tun-rs's coalescer: segments of one flow become one GSO write.
+    fn send_coalesced(&self, batch: &mut Batch) -> io::Result<usize> {
+        let headroom = batch.headroom();
+        let mut w = lock(&self.writer);
+        let Writer { gro, bufs } = &mut *w;
+        if headroom >= VIRTIO_NET_HDR_LEN {
+            // The virtio header goes into the headroom and segments coalesce inside the
+            // batch's own slots: the packets are not copied again.
+            let mut slots: Vec<SlotBuf<'_>> = batch
+                .filled_slots_mut()
+                .map(|(buf, len)| SlotBuf { buf, len })
+                .collect();
+            self.dev.send_multiple(gro, &mut slots, headroom)
+        } else {
+            // tun-rs only coalesces into a buffer whose capacity already holds the whole
+            // super-packet, so every buffer gets a 64 KiB allocation once (and is kept).
+            if bufs.len() < batch.len() {
+                bufs.resize_with(batch.len(), || {
+                    Vec::with_capacity(SUPER_PACKET + VIRTIO_NET_HDR_LEN)
+                });
+            }
+            let bufs = &mut bufs[..batch.len()];
+            for (i, buf) in bufs.iter_mut().enumerate() {
+                buf.clear();
+                buf.resize(VIRTIO_NET_HDR_LEN, 0);
+                buf.extend_from_slice(batch.packet(i));
+            }
+            self.dev.send_multiple(gro, bufs, VIRTIO_NET_HDR_LEN)
+        }
+    }
+
     /// The kernel's name for the device.
     pub fn name(&self) -> &str {
         &self.name
@@ -171,8 +202,6 @@ impl TunIo for TunDevice {
             return self.send_plain(batch);
         }
         let headroom = batch.headroom();
-        let mut w = lock(&self.writer);
-        let Writer { gro, bufs } = &mut *w;
         let sent = if headroom >= VIRTIO_NET_HDR_LEN && batch.len() == 1 {
             // A lone packet (a ping, an ACK) has nothing to coalesce with: it goes out
             // behind a zeroed virtio header (no GSO, checksum complete), which is what
@@ -181,29 +210,8 @@ impl TunIo for TunDevice {
             let start = headroom - VIRTIO_NET_HDR_LEN;
             buf[start..headroom].fill(0);
             self.dev.send(&buf[start..len])
-        } else if headroom >= VIRTIO_NET_HDR_LEN {
-            // The virtio header goes into the headroom and segments coalesce inside the
-            // batch's own slots: the packets are not copied again.
-            let mut slots: Vec<SlotBuf<'_>> = batch
-                .filled_slots_mut()
-                .map(|(buf, len)| SlotBuf { buf, len })
-                .collect();
-            self.dev.send_multiple(gro, &mut slots, headroom)
         } else {
-            // tun-rs only coalesces into a buffer whose capacity already holds the whole
-            // super-packet, so every buffer gets a 64 KiB allocation once (and is kept).
-            if bufs.len() < batch.len() {
-                bufs.resize_with(batch.len(), || {
-                    Vec::with_capacity(SUPER_PACKET + VIRTIO_NET_HDR_LEN)
-                });
-            }
-            let bufs = &mut bufs[..batch.len()];
-            for (i, buf) in bufs.iter_mut().enumerate() {
-                buf.clear();
-                buf.resize(VIRTIO_NET_HDR_LEN, 0);
-                buf.extend_from_slice(batch.packet(i));
-            }
-            self.dev.send_multiple(gro, bufs, VIRTIO_NET_HDR_LEN)
+            self.send_coalesced(batch)
         };
         match sent {
             Ok(_) => 0,

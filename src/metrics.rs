@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::UNIX_EPOCH;
 
-use control::peers::SkipReason;
+use control::peers::SkipKind;
 use dataplane::DropReason;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
@@ -89,10 +89,10 @@ impl Collector for Metrics {
                 };
                 watcher.push((labels(&[("cluster", &r.cluster), ("verb", verb)]), v));
             }
-            for (i, reason) in SkipReason::LABELS.iter().enumerate() {
+            for kind in SkipKind::all() {
                 skipped.push((
-                    labels(&[("cluster", &r.cluster), ("reason", reason)]),
-                    s.skipped_total[i].load(Relaxed),
+                    labels(&[("cluster", &r.cluster), ("reason", kind.label())]),
+                    s.skipped_total[kind.index()].load(Relaxed),
                 ));
             }
             let Some(tunnel) = r.tunnel.get() else {
@@ -132,7 +132,7 @@ impl Collector for Metrics {
                 hs.push((labels(&[("device", d), ("public_key", &key)]), secs));
             }
             let c = tunnel.counters();
-            for reason in DropReason::ALL {
+            for reason in DropReason::all() {
                 drops.push((
                     labels(&[("device", d), ("reason", reason.as_str())]),
                     c.drops(reason),

@@ -51,8 +51,14 @@ pub struct DesiredPeer {
     pub persistent_keepalive: Duration,
 }
 
-/// Why an annotated node is not a peer.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Why an annotated node is not a peer. Each reason has a kind ([`SkipKind`]) whose
+/// snake-case name is its metric label, derived from the variant itself.
+#[derive(Debug, Clone, PartialEq, Eq, strum::EnumDiscriminants)]
+#[strum_discriminants(
+    name(SkipKind),
+    derive(strum::IntoStaticStr, strum::EnumIter, strum::EnumCount),
+    strum(serialize_all = "snake_case")
+)]
 pub enum SkipReason {
     /// Only one of the two annotations is present.
     PartialAnnotations,
@@ -70,30 +76,36 @@ pub enum SkipReason {
     DuplicatePublicKey(String),
 }
 
-impl SkipReason {
-    /// Stable label for metrics.
-    pub fn label(&self) -> &'static str {
-        match self {
-            Self::PartialAnnotations => "partial_annotations",
-            Self::InvalidPublicKey(_) => "invalid_public_key",
-            Self::InvalidEndpoint(_) => "invalid_endpoint",
-            Self::NoPodCidr => "no_pod_cidr",
-            Self::InvalidPodCidr(_) => "invalid_pod_cidr",
-            Self::OutsidePodSubnet(_) => "outside_pod_subnet",
-            Self::DuplicatePublicKey(_) => "duplicate_public_key",
-        }
+impl SkipKind {
+    /// Every kind, in declaration order, for initialising metric series.
+    pub fn all() -> impl Iterator<Item = Self> {
+        <Self as strum::IntoEnumIterator>::iter()
     }
 
-    /// Every label, for initialising metric series.
-    pub const LABELS: [&'static str; 7] = [
-        "partial_annotations",
-        "invalid_public_key",
-        "invalid_endpoint",
-        "no_pod_cidr",
-        "invalid_pod_cidr",
-        "outside_pod_subnet",
-        "duplicate_public_key",
-    ];
+    /// Number of kinds.
+    pub const COUNT: usize = <Self as strum::EnumCount>::COUNT;
+
+    /// Stable label for metrics.
+    pub fn label(self) -> &'static str {
+        self.into()
+    }
+
+    /// Position in [`SkipKind::all`], for per-kind counters.
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+impl SkipReason {
+    /// What kind of reason this is.
+    pub fn kind(&self) -> SkipKind {
+        self.into()
+    }
+
+    /// Stable label for metrics.
+    pub fn label(&self) -> &'static str {
+        self.kind().label()
+    }
 }
 
 impl fmt::Display for SkipReason {

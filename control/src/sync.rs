@@ -16,7 +16,7 @@ use kube::runtime::watcher::{self, Event};
 use kube::runtime::{WatchStreamExt, reflector as reflect};
 use tokio::time::{Instant, sleep_until};
 
-use crate::peers::{AnnotationKeys, DesiredPeer, SkipReason, Skipped, desired_peers};
+use crate::peers::{AnnotationKeys, DesiredPeer, SkipKind, Skipped, desired_peers};
 
 /// Where a remote's desired peers go (the binary implements it over the dataplane).
 pub trait PeerSink: Send + Sync + 'static {
@@ -46,9 +46,9 @@ pub struct SyncStatus {
     pub watch_failures: AtomicU64,
     /// Peers in the last applied set.
     pub peers: AtomicUsize,
-    /// Nodes skipped as malformed, by [`SkipReason::LABELS`] position (counted per
-    /// sync in which they were skipped and had changed).
-    pub skipped_total: [AtomicU64; SkipReason::LABELS.len()],
+    /// Nodes skipped as malformed, by [`SkipKind::index`] (counted per sync in which they
+    /// were skipped and had changed).
+    pub skipped_total: [AtomicU64; SkipKind::COUNT],
     /// The nodes skipped in the last sync.
     pub skipped_now: Mutex<Vec<Skipped>>,
 }
@@ -128,9 +128,7 @@ impl RemoteSync {
                     let (peers, skipped) = desired_peers(nodes.iter().map(|n| &**n), &self.keys, &self.pod_subnet);
                     for s in skipped.iter().filter(|s| !last_skipped.contains(s)) {
                         tracing::warn!(cluster = %self.cluster, device = %self.device, node = %s.node, reason = %s.reason, "skipping malformed node");
-                        if let Some(i) = SkipReason::LABELS.iter().position(|l| *l == s.reason.label()) {
-                            status.skipped_total[i].fetch_add(1, Relaxed);
-                        }
+                        status.skipped_total[s.reason.kind().index()].fetch_add(1, Relaxed);
                     }
                     *status.skipped_now.lock().unwrap_or_else(|e| e.into_inner()) = skipped.clone();
                     last_skipped = skipped;

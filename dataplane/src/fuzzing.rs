@@ -7,7 +7,7 @@ use boringtun::noise::{Tunn, TunnResult};
 use boringtun::x25519;
 
 use crate::config::{TunnelConfig, parse_prefix};
-use crate::inbound::{Outputs, handle};
+use crate::inbound::{Outputs, receive_datagram};
 use crate::key::PrivateKey;
 use crate::peers::PeerTable;
 use crate::stats::DeviceCounters;
@@ -94,7 +94,7 @@ impl InboundHarness {
         self.out.to_tun.clear();
         self.out.to_net.clear();
         let mut routes = crate::allowed_ips::LookupCache::default();
-        let _ = handle(
+        let _ = receive_datagram(
             &self.table,
             datagram,
             src,

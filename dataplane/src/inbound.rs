@@ -11,7 +11,6 @@
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::Ordering::SeqCst;
 use std::time::Duration;
 
 use boringtun::noise::handshake::parse_handshake_anon;
@@ -19,65 +18,80 @@ use boringtun::noise::{Packet, Tunn, TunnResult};
 
 use crate::allowed_ips::LookupCache;
 use crate::batch::{BATCH_SIZE, Batch, SLOT_SIZE, TUN_HEADROOM};
-use crate::io::{TunIo, UdpBinder, UdpIo};
+use crate::datapath::DataPath;
+use crate::io::{TunIo, UdpIo};
 use crate::key::Key;
-use crate::outbound::{self, HANDOFF_PACKETS};
+use crate::outbound::{self, Handoff};
 use crate::packet::{self, MSG_DATA, MSG_HANDSHAKE_INIT, MSG_HANDSHAKE_RESPONSE, Message};
 use crate::peers::{Peer, PeerTable};
 use crate::stats::{DeviceCounters, DropReason};
-use crate::tunnel::Shared;
-use crate::wake;
+use crate::wake::{Token, Waiter};
 
-/// Bit of the wait mask for `rx_bell` (the descriptors are stop, rx_bell, then the socket
-/// and the TUN when present).
-const RX_BELL: u8 = 0b10;
+const STOP: Token = Token::new(0);
+const SOCKET_CHANGED: Token = Token::new(1);
+const GIVEN_BACK: Token = Token::new(2);
+const SOCKET: Token = Token::new(3);
+const TUN: Token = Token::new(4);
 
-/// The inbound thread: returns when `shared.stop` is set. Follows the socket through
-/// rebinds (`shared.rx_bell` rings after each). While it owns the TUN (see
-/// `outbound::run`) it reads that too.
-pub(crate) fn run<T: TunIo, B: UdpBinder>(shared: &Shared<B>, tun: &T) -> io::Result<()> {
+/// The inbound thread: returns when `data.stop` is set. Follows the socket through
+/// rebinds (`data.socket_changed` rings after each). While it reads the TUN (see
+/// `handoff.rs`) it waits for that too.
+pub(crate) fn run<T: TunIo, S: UdpIo>(
+    data: &DataPath<S>,
+    handoff: &Handoff,
+    tun: &T,
+) -> io::Result<()> {
     let mut input = Batch::new();
     let mut out = Outputs {
         to_tun: Batch::with_headroom(BATCH_SIZE, SLOT_SIZE, TUN_HEADROOM),
         to_net: Batch::packed(BATCH_SIZE, 1500),
         wrote_tun: false,
     };
-    let mut socket = shared.socket();
-    let mut waiter = wake::Waiter::new()?;
+    let mut socket = data.socket();
+    let mut waiter = Waiter::new()?;
     let mut drained = true;
     loop {
         let (mut udp_ready, mut tun_ready) = (!drained, false);
         if drained {
-            let owns_tun = !shared.tx_owns_tun.load(SeqCst);
-            let (ready, udp_bit, tun_bit) = {
-                let stop = shared.stop.fd();
-                let mut fds = [stop, shared.rx_bell.fd(), stop, stop];
-                let mut n = 2;
-                let mut bit = |fd| {
-                    fds[n] = fd;
+            let reads_tun = handoff.inbound_reads();
+            let ready = {
+                let mut fds = [
+                    (STOP, data.stop.fd()),
+                    (SOCKET_CHANGED, data.socket_changed.fd()),
+                    (GIVEN_BACK, handoff.given_back_fd()),
+                    (STOP, data.stop.fd()),
+                    (STOP, data.stop.fd()),
+                ];
+                let mut n = 3;
+                if let Some(s) = &socket {
+                    fds[n] = (SOCKET, s.readiness());
                     n += 1;
-                    1u8 << (n - 1)
-                };
-                let udp_bit = socket.as_ref().map_or(0, |s| bit(s.readiness()));
-                let tun_bit = if owns_tun { bit(tun.readiness()) } else { 0 };
-                (waiter.readable(&fds[..n], None)?, udp_bit, tun_bit)
+                }
+                if reads_tun {
+                    fds[n] = (TUN, tun.readiness());
+                    n += 1;
+                }
+                waiter.readable(&fds[..n], None)?
             };
-            if ready & RX_BELL != 0 {
+            if ready.has(GIVEN_BACK) {
+                // Looked at again on the next wait, through `inbound_reads`.
+                handoff.drain_given_back();
+            }
+            if ready.has(SOCKET_CHANGED) {
                 // Drain before looking: a later change rings again.
-                shared.rx_bell.drain();
-                socket = shared.socket();
+                data.socket_changed.drain();
+                socket = data.socket();
                 // The new socket may have the old one's number.
                 waiter.reset();
             }
-            udp_ready = ready & udp_bit != 0;
-            tun_ready = ready & tun_bit != 0;
+            udp_ready = ready.has(SOCKET);
+            tun_ready = ready.has(TUN);
         }
-        if shared.stop.is_set() {
+        if data.stop.is_set() {
             return Ok(());
         }
         if tun_ready {
-            let pumped = outbound::pump(shared, tun, &mut shared.sealer())?;
-            hand_over_if_busy(shared, &pumped);
+            handoff.read_as_inbound(|buffers| outbound::pump(data, tun, buffers))?;
         }
         let Some(socket) = &socket else {
             drained = true;
@@ -90,7 +104,7 @@ pub(crate) fn run<T: TunIo, B: UdpBinder>(shared: &Shared<B>, tun: &T) -> io::Re
         drained = match socket.recv_batch(&mut input) {
             Ok(drained) => drained,
             Err(e) => {
-                tracing::debug!(device = %shared.name, error = %e, "UDP receive failed");
+                tracing::debug!(device = %data.name, error = %e, "UDP receive failed");
                 std::thread::sleep(Duration::from_millis(10));
                 true
             }
@@ -98,64 +112,38 @@ pub(crate) fn run<T: TunIo, B: UdpBinder>(shared: &Shared<B>, tun: &T) -> io::Re
         if input.is_empty() {
             continue;
         }
-        let table = shared.table();
+        let table = data.table();
         let mut routes = LookupCache::default();
-        let now_ms = shared.clock.coarse_ms();
-        shared
-            .counters
+        let now_ms = data.clock.coarse_ms();
+        data.counters
             .received(input.datagrams().count() as u64, input.bytes());
         for (datagram, src) in input.datagrams() {
             if out.to_tun.is_full() || out.to_net.is_full() {
-                out.flush(tun, &**socket, &shared.counters);
+                out.flush(tun, &**socket, &data.counters);
             }
-            let mut more = handle(
+            let mut more = receive_datagram(
                 &table,
                 datagram,
                 src,
                 &mut out,
-                &shared.counters,
+                &data.counters,
                 now_ms,
                 &mut routes,
             );
             while let Some(pos) = more {
-                out.flush(tun, &**socket, &shared.counters);
+                out.flush(tun, &**socket, &data.counters);
                 let peer = &table.peers[pos];
                 let dst = peer.endpoint().unwrap_or(src);
                 more = drain_into(&mut peer.tunn(), peer, dst, &mut out.to_net).then_some(pos);
             }
         }
-        out.flush(tun, &**socket, &shared.counters);
-        if std::mem::take(&mut out.wrote_tun) {
-            reply_inline(shared, tun);
+        out.flush(tun, &**socket, &data.counters);
+        if std::mem::take(&mut out.wrote_tun)
+            && let Err(e) = handoff.reply_inline(|buffers| outbound::pump(data, tun, buffers))
+        {
+            // Whoever reads the TUN sees the same error and ends the tunnel.
+            tracing::debug!(device = %data.name, error = %e, "TUN read failed");
         }
-    }
-}
-
-/// Gives the TUN to the outbound thread when this thread owns it and `pumped` shows
-/// outbound load: more queued than one batch, or a batch of [`HANDOFF_PACKETS`].
-fn hand_over_if_busy<B: UdpBinder>(shared: &Shared<B>, pumped: &outbound::Pumped) {
-    let busy = !pumped.drained || pumped.packets >= HANDOFF_PACKETS;
-    if busy && !shared.tx_owns_tun.load(SeqCst) {
-        shared.tx_owns_tun.store(true, SeqCst);
-        shared.tx_bell.ring();
-    }
-}
-
-/// Seals what the inner stack queued on the TUN while this thread was writing to it.
-///
-/// A TUN write runs the inner stack inline: by the time it returns, an echo reply or a
-/// TCP ACK is usually already queued for the outbound path. Sealing it here, whoever
-/// owns the TUN, saves a wake-up of the outbound thread (a second thread on another,
-/// often idle, CPU) from every request/reply round trip. Skipped while the outbound
-/// thread is sealing; it takes whatever is left.
-fn reply_inline<T: TunIo, B: UdpBinder>(shared: &Shared<B>, tun: &T) {
-    let Some(mut sealer) = shared.try_sealer() else {
-        return;
-    };
-    match outbound::pump(shared, tun, &mut sealer) {
-        Ok(pumped) => hand_over_if_busy(shared, &pumped),
-        // Whoever owns the TUN sees the same error and ends the tunnel.
-        Err(e) => tracing::debug!(device = %shared.name, error = %e, "TUN read failed"),
     }
 }
 
@@ -183,9 +171,10 @@ impl Outputs {
     }
 }
 
-/// Processes one datagram from `src`. Needs one free slot in each output batch. Returns
-/// the peer's position when its queue of held packets did not fit into `to_net`.
-pub(crate) fn handle<'t>(
+/// Receives one datagram from `src`: authenticates it, delivers its packet or answers it.
+/// Needs one free slot in each output batch. Returns the peer's position when its queue
+/// of held packets did not fit into `to_net`.
+pub(crate) fn receive_datagram<'t>(
     table: &'t PeerTable,
     datagram: &[u8],
     src: SocketAddr,
@@ -288,7 +277,7 @@ pub(crate) fn handle<'t>(
                 peer.counters.received(datagram.len());
                 peer.set_endpoint(src);
                 counters.handshake_completed();
-                peer.handshake_completed();
+                peer.timers.on_handshake_complete();
             }
             // A cookie reply was taken in; no endpoint change.
             TunnResult::Done => return None,
@@ -298,7 +287,7 @@ pub(crate) fn handle<'t>(
             }
         }
     }
-    peer.mark_sent(now_ms);
+    peer.timers.on_authenticated_packet_traversal(now_ms);
     // A new or newly current session may release packets queued during the handshake.
     drain_into(&mut tunn, peer, src, &mut out.to_net).then_some(pos)
 }

@@ -45,6 +45,10 @@ pub trait UdpIo: Send + Sync + 'static {
     /// Sends every filled slot to its address; returns how many failed. Waits (briefly,
     /// bounded) for room in the socket buffer.
     fn send_batch(&self, batch: &Batch) -> usize;
+
+    /// Like [`UdpIo::send_batch`], but never waits: what meets a full socket buffer counts
+    /// as failed. For senders that must not block (the tick runs on a tokio worker).
+    fn try_send_batch(&self, batch: &Batch) -> usize;
 }
 
 /// Opens UDP sockets: the tunnel rebinds when its listen port changes.

@@ -5,8 +5,13 @@
 //! ```text
 //!  TUN ──recv_batch──► outbound: route by dst (allowed IPs) → Tunn::encapsulate → send_batch ──► UDP
 //!  TUN ◄──send_batch── inbound:  recv_batch → peer by index/key → Tunn::decapsulate → src check ◄── UDP
-//!  timers: every 250 ms, Tunn::update_timers per peer, persistent keepalives → send_batch ──► UDP
+//!  tick: every 250 ms, Tunn::update_timers per peer, persistent keepalives → try_send_batch ──► UDP
 //! ```
+//!
+//! `tunnel` (the handle, `apply`, the thread supervisor) builds on `datapath` (what the
+//! packet threads and the tick read), `handoff` (which thread reads the TUN) and `status`
+//! (what an interface reports). The packet threads are `inbound` and `outbound`; the tick
+//! is `tick`, fed by the per-peer timer events of `timers`.
 //!
 //! The one write path is [`Tunnel::apply`] (full desired state); UAPI `set=1` is a
 //! read-modify-write through the same path ([`Device::update`]).
@@ -14,9 +19,11 @@
 pub mod allowed_ips;
 pub mod batch;
 pub mod config;
+mod datapath;
 pub mod error;
 #[cfg(any(test, feature = "testing"))]
 pub mod fuzzing;
+mod handoff;
 mod inbound;
 pub mod io;
 pub mod key;
@@ -24,9 +31,11 @@ mod outbound;
 pub mod packet;
 mod peers;
 pub mod stats;
+mod status;
 mod sys;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
+mod tick;
 mod timers;
 pub mod tun;
 mod tunnel;
@@ -39,4 +48,5 @@ pub use config::{PeerConfig, TunnelConfig};
 pub use error::{ConfigError, Error};
 pub use key::{Key, PrivateKey};
 pub use stats::{DeviceCounters, DropReason, Traffic};
-pub use tunnel::{Device, DeviceStatus, PeerStatus, Tunnel};
+pub use status::{Device, DeviceStatus, PeerStatus};
+pub use tunnel::Tunnel;

@@ -10,31 +10,28 @@
 //! handshake initiation instead; the queue is flushed when the handshake completes.
 
 use std::io;
-use std::sync::atomic::Ordering::SeqCst;
-use std::time::Duration;
 
 use boringtun::noise::TunnResult;
 
 use crate::allowed_ips::LookupCache;
 use crate::batch::{BATCH_SIZE, Batch};
-use crate::io::{TunIo, UdpBinder, UdpIo};
+use crate::datapath::DataPath;
+use crate::handoff::{KEEP_TUN, Load, TunHandoff};
+use crate::io::{TunIo, UdpIo};
 use crate::packet;
 use crate::peers::PeerTable;
 use crate::stats::{DeviceCounters, DropReason};
-use crate::tunnel::Shared;
-use crate::wake;
+use crate::wake::{Token, Waiter};
 
-/// The TUN → UDP path's buffers, held by whichever thread is sealing: the thread that
-/// owns the TUN (see [`run`]), or the inbound thread picking up a reply the inner stack
-/// produced inline.
-pub(crate) struct Sealer {
+/// The TUN → UDP path's buffers, held by whichever thread is sealing (see `handoff.rs`).
+pub(crate) struct OutboundBuffers {
     input: Batch,
     /// Sealed datagrams back to back, so a peer's run goes out as one GSO send.
     output: Batch,
     order: Vec<(usize, usize)>,
 }
 
-impl Sealer {
+impl OutboundBuffers {
     pub(crate) fn new() -> Self {
         let input = Batch::new();
         let order = Vec::with_capacity(input.capacity());
@@ -46,103 +43,100 @@ impl Sealer {
     }
 }
 
-/// How long the TUN stays with the outbound thread after it last had packets.
-const KEEP_TUN: Duration = Duration::from_millis(4);
+/// The handoff between the packet threads, with the outbound buffers it guards.
+pub(crate) type Handoff = TunHandoff<OutboundBuffers>;
 
-/// A pump reading at least this many packets means outbound load: the inbound thread
-/// hands the TUN to the outbound thread.
-pub(crate) const HANDOFF_PACKETS: usize = 8;
+const STOP: Token = Token::new(0);
+const HANDED_OVER: Token = Token::new(1);
+const TUN: Token = Token::new(2);
 
-/// The outbound thread: returns when `shared.stop` is set, or with the error that ended
-/// the TUN device.
-///
-/// While traffic is light the inbound thread reads the TUN too, so a request and its
-/// reply are handled by one warm thread and nobody else is woken. Under outbound load it
-/// hands the TUN over (`tx_owns_tun`, `tx_bell`); this thread keeps it until it has been
-/// quiet for [`KEEP_TUN`], then hands it back (`rx_bell`). Only the owner changes the
-/// flag, and the TUN is level-triggered, so no packet waits through a handover.
-pub(crate) fn run<T: TunIo, B: UdpBinder>(shared: &Shared<B>, tun: &T) -> io::Result<()> {
-    // One wait set while idle, one while owning the TUN: no re-registration on handover.
-    let (mut idle, mut owning) = (wake::Waiter::new()?, wake::Waiter::new()?);
+/// The outbound thread: reads and seals while it has the TUN (see `handoff.rs`). Returns
+/// when `data.stop` is set, or with the error that ended the TUN device.
+pub(crate) fn run<T: TunIo, S: UdpIo>(
+    data: &DataPath<S>,
+    handoff: &Handoff,
+    tun: &T,
+) -> io::Result<()> {
+    // One wait set while idle, one while reading the TUN: no re-registration on handover.
+    let (mut idle, mut reading) = (Waiter::new()?, Waiter::new()?);
     loop {
-        idle.readable(&[shared.tx_bell.fd(), shared.stop.fd()], None)?;
-        shared.tx_bell.drain();
-        if shared.stop.is_set() {
+        idle.readable(
+            &[
+                (STOP, data.stop.fd()),
+                (HANDED_OVER, handoff.handed_over_fd()),
+            ],
+            None,
+        )?;
+        if data.stop.is_set() {
             return Ok(());
         }
-        if !shared.tx_owns_tun.load(SeqCst) {
+        if !handoff.take() {
             continue;
         }
         let mut drained = false;
         loop {
             if drained {
-                let ready =
-                    owning.readable(&[tun.readiness(), shared.stop.fd()], Some(KEEP_TUN))?;
-                if ready == 0 {
-                    shared.tx_owns_tun.store(false, SeqCst);
-                    shared.rx_bell.ring();
+                let ready = reading.readable(
+                    &[(TUN, tun.readiness()), (STOP, data.stop.fd())],
+                    Some(KEEP_TUN),
+                )?;
+                if ready.is_empty() {
+                    handoff.give_back();
                     break;
                 }
             }
-            if shared.stop.is_set() {
+            if data.stop.is_set() {
                 return Ok(());
             }
-            drained = pump(shared, tun, &mut shared.sealer())?.drained;
+            drained = handoff
+                .read_as_outbound(|buffers| pump(data, tun, buffers))?
+                .drained;
         }
     }
 }
 
-/// What one [`pump`] did.
-pub(crate) struct Pumped {
-    /// The TUN had nothing more to read.
-    pub(crate) drained: bool,
-    /// Packets read.
-    pub(crate) packets: usize,
-}
-
 /// Reads one batch from the TUN (until it is drained or the batch is full), seals it and
 /// sends it.
-pub(crate) fn pump<T: TunIo, B: UdpBinder>(
-    shared: &Shared<B>,
+pub(crate) fn pump<T: TunIo, S: UdpIo>(
+    data: &DataPath<S>,
     tun: &T,
-    sealer: &mut Sealer,
-) -> io::Result<Pumped> {
-    let Sealer {
+    buffers: &mut OutboundBuffers,
+) -> io::Result<Load> {
+    let OutboundBuffers {
         input,
         output,
         order,
-    } = sealer;
+    } = buffers;
     input.clear();
     let drained = tun.recv_batch(input)?;
-    let done = Pumped {
+    let load = Load {
         drained,
         packets: input.len(),
     };
     if input.is_empty() {
-        return Ok(done);
+        return Ok(load);
     }
-    let table = shared.table();
-    let Some(socket) = shared.socket() else {
-        shared
-            .counters
+    let table = data.table();
+    let Some(socket) = data.socket() else {
+        data.counters
             .drop_packets(DropReason::SendError, input.len() as u64);
-        return Ok(done);
+        return Ok(load);
     };
-    route(&table, input, order, &shared.counters);
+    route(&table, input, order, &data.counters);
     output.clear();
     encapsulate(
         &table,
         input,
         order,
         output,
-        &shared.counters,
-        shared.clock.coarse_ms(),
+        &data.counters,
+        data.clock.coarse_ms(),
     );
     if !output.is_empty() {
         let failed = socket.send_batch(output);
-        shared.counters.sent_batch(output, failed);
+        data.counters.sent_batch(output, failed);
     }
-    Ok(done)
+    Ok(load)
 }
 
 /// Fills `order` with `(peer position, packet index)` for every routable packet of
@@ -206,7 +200,7 @@ pub(crate) fn encapsulate(
             }
         }
         if sent {
-            peer.mark_sent(now_ms);
+            peer.timers.on_authenticated_packet_traversal(now_ms);
         }
     }
 }

@@ -5,9 +5,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Instant, SystemTime};
 
 use boringtun::noise::Tunn;
 use boringtun::noise::rate_limiter::RateLimiter;
@@ -17,6 +15,7 @@ use crate::allowed_ips::AllowedIps;
 use crate::config::TunnelConfig;
 use crate::key::Key;
 use crate::stats::PeerCounters;
+use crate::timers::PeerTimers;
 
 /// Handshake initiations per second before cookies are demanded (as boringtun's device).
 const HANDSHAKE_RATE_LIMIT: u64 = 100;
@@ -29,12 +28,7 @@ pub(crate) struct Peer {
     pub(crate) index: u32,
     tunn: Mutex<Tunn>,
     endpoint: Mutex<Option<SocketAddr>>,
-    keepalive: AtomicU16,
-    last_handshake: Mutex<Option<SystemTime>>,
-    /// Milliseconds since the tunnel's epoch when we last sent anything to this peer.
-    last_sent_ms: AtomicU64,
-    /// Set by `apply` when a keepalive must go out at the next timer tick.
-    pub(crate) keepalive_due: AtomicBool,
+    pub(crate) timers: PeerTimers,
     pub(crate) counters: Arc<PeerCounters>,
 }
 
@@ -57,35 +51,6 @@ impl Peer {
         if *ep != Some(addr) {
             *ep = Some(addr);
         }
-    }
-
-    pub(crate) fn keepalive(&self) -> u16 {
-        self.keepalive.load(Relaxed)
-    }
-
-    #[inline]
-    pub(crate) fn mark_sent(&self, now_ms: u64) {
-        self.last_sent_ms.store(now_ms, Relaxed);
-    }
-
-    pub(crate) fn last_sent_ms(&self) -> u64 {
-        self.last_sent_ms.load(Relaxed)
-    }
-
-    /// Absolute time of the last completed handshake (kept after sessions expire, as
-    /// the kernel does).
-    pub(crate) fn last_handshake(&self) -> Option<SystemTime> {
-        *self
-            .last_handshake
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-    }
-
-    pub(crate) fn handshake_completed(&self) {
-        *self
-            .last_handshake
-            .lock()
-            .unwrap_or_else(|e| e.into_inner()) = Some(SystemTime::now());
     }
 }
 
@@ -123,7 +88,8 @@ impl PeerTable {
     }
 
     /// Builds the table for `config` (already validated), reusing peers of `old` whose
-    /// identity is unchanged. `epoch_ms` is "now" on the tunnel's clock.
+    /// identity is unchanged. `next_index` draws slot indices; `force_endpoint` names the
+    /// peers whose configured endpoint wins over a roamed one even when unchanged.
     pub(crate) fn build(
         old: &Self,
         old_config: &TunnelConfig,
@@ -184,10 +150,7 @@ impl PeerTable {
                         index,
                         tunn: Mutex::new(tunn),
                         endpoint: Mutex::new(previous.and_then(|p| p.endpoint()).or(pc.endpoint)),
-                        keepalive: AtomicU16::new(0),
-                        last_handshake: Mutex::new(previous.and_then(|p| p.last_handshake())),
-                        last_sent_ms: AtomicU64::new(0),
-                        keepalive_due: AtomicBool::new(false),
+                        timers: PeerTimers::new(previous.and_then(|p| p.timers.last_handshake())),
                         counters: previous
                             .map(|p| Arc::clone(&p.counters))
                             .unwrap_or_default(),
@@ -203,11 +166,8 @@ impl PeerTable {
             {
                 peer.set_endpoint(ep);
             }
-            let keepalive = pc.persistent_keepalive.unwrap_or(0);
-            let before = peer.keepalive.swap(keepalive, Relaxed);
-            if keepalive != 0 && (before == 0 || reuse.is_none()) {
-                peer.keepalive_due.store(true, Relaxed);
-            }
+            peer.timers
+                .on_keepalive_configured(pc.persistent_keepalive.unwrap_or(0), reuse.is_none());
             routes.extend(pc.allowed_ips.iter().map(|net| (*net, pos)));
             table.by_key.insert(pc.public_key, pos);
             table.by_index.insert(peer.index, pos);
@@ -215,60 +175,5 @@ impl PeerTable {
         }
         table.routes = routes.into_iter().collect();
         table
-    }
-}
-
-/// Milliseconds on a monotonic clock shared by one tunnel's tasks.
-///
-/// The packet paths read a coarse copy that the timer task refreshes on every tick. They
-/// only stamp when a peer was last sent to, which the timer task compares on its ticks
-/// anyway, and reading the system clock on every batch costs a cold cache line or two
-/// (the kernel rewrites the clock page on every timer interrupt) per idle wake-up.
-pub(crate) struct Clock {
-    epoch: Instant,
-    coarse: AtomicU64,
-}
-
-impl Clock {
-    pub(crate) fn new() -> Self {
-        Self {
-            epoch: Instant::now(),
-            coarse: AtomicU64::new(1),
-        }
-    }
-
-    /// Now. +1 so that 0 can mean "never".
-    pub(crate) fn now_ms(&self) -> u64 {
-        self.epoch.elapsed().as_millis() as u64 + 1
-    }
-
-    /// Refreshes the coarse copy and returns it (the timer task, once per tick).
-    pub(crate) fn tick(&self) -> u64 {
-        let now = self.now_ms();
-        self.coarse.store(now, Relaxed);
-        now
-    }
-
-    /// Now, as of the last [`Clock::tick`]: at most one timer tick old.
-    #[inline]
-    pub(crate) fn coarse_ms(&self) -> u64 {
-        self.coarse.load(Relaxed)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_coarse_clock_moves_only_on_ticks() {
-        let clock = Clock::new();
-        assert_eq!(clock.coarse_ms(), 1, "not 0, which means never");
-        std::thread::sleep(std::time::Duration::from_millis(5));
-        assert_eq!(clock.coarse_ms(), 1);
-        let t = clock.tick();
-        assert!(t >= 6, "{t}");
-        assert_eq!(clock.coarse_ms(), t);
-        assert!(clock.now_ms() >= t);
     }
 }

@@ -3,8 +3,13 @@
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
-/// Why a packet was dropped.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+/// Why a packet was dropped. The metric label of each reason is its name in snake case
+/// ([`DropReason::as_str`]), derived from the variant itself, so a new reason always gets
+/// its own label and counter.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, strum::IntoStaticStr, strum::EnumIter, strum::EnumCount,
+)]
+#[strum(serialize_all = "snake_case")]
 #[non_exhaustive]
 pub enum DropReason {
     /// Outbound packet whose destination is in no peer's allowed IPs.
@@ -29,42 +34,28 @@ pub enum DropReason {
 
 impl DropReason {
     /// Every reason, for exporting all series.
-    pub const ALL: [Self; 9] = [
-        Self::NoRoute,
-        Self::NoEndpoint,
-        Self::NotIp,
-        Self::Malformed,
-        Self::UnknownPeer,
-        Self::Rejected,
-        Self::SourceNotAllowed,
-        Self::NoKey,
-        Self::SendError,
-    ];
+    pub fn all() -> impl Iterator<Item = Self> {
+        <Self as strum::IntoEnumIterator>::iter()
+    }
 
     /// Stable label for metrics.
     pub fn as_str(self) -> &'static str {
-        match self {
-            Self::NoRoute => "no_route",
-            Self::NoEndpoint => "no_endpoint",
-            Self::NotIp => "not_ip",
-            Self::Malformed => "malformed",
-            Self::UnknownPeer => "unknown_peer",
-            Self::Rejected => "rejected",
-            Self::SourceNotAllowed => "source_not_allowed",
-            Self::NoKey => "no_key",
-            Self::SendError => "send_error",
-        }
+        self.into()
     }
 
+    /// The reason's counter: variants are numbered from 0 in order.
     fn slot(self) -> usize {
-        Self::ALL.iter().position(|r| *r == self).unwrap_or(0)
+        self as usize
     }
 }
+
+/// Number of drop reasons.
+const REASONS: usize = <DropReason as strum::EnumCount>::COUNT;
 
 /// Interface-wide counters.
 #[derive(Default, Debug)]
 pub struct DeviceCounters {
-    drops: [AtomicU64; DropReason::ALL.len()],
+    drops: [AtomicU64; REASONS],
     handshakes_completed: AtomicU64,
     rx_bytes: AtomicU64,
     rx_packets: AtomicU64,
@@ -169,8 +160,15 @@ mod tests {
         assert_eq!(c.drops(DropReason::NoRoute), 2);
         assert_eq!(c.drops(DropReason::SourceNotAllowed), 1);
         assert_eq!(c.drops(DropReason::Malformed), 0);
-        let labels: std::collections::HashSet<_> =
-            DropReason::ALL.iter().map(|r| r.as_str()).collect();
-        assert_eq!(labels.len(), DropReason::ALL.len());
+        let labels: std::collections::HashSet<_> = DropReason::all().map(|r| r.as_str()).collect();
+        assert_eq!(labels.len(), REASONS);
+        assert!(labels.contains("source_not_allowed"), "{labels:?}");
+        // Every reason has a counter of its own.
+        for r in DropReason::all() {
+            c.drop_packets(r, 100);
+        }
+        for r in DropReason::all() {
+            assert!(c.drops(r) >= 100 && c.drops(r) <= 102, "{r:?}");
+        }
     }
 }

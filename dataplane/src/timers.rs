@@ -1,99 +1,191 @@
-//! The timer tick: every 250 ms (or at once when `apply` asks), drive each peer's
-//! handshake, rekey, keepalive and expiry timers, and send persistent keepalives.
+//! Per-peer timer state, driven by events, as the kernel's `timers.c` names them.
 //!
-//! Persistent keepalive is kept here rather than inside `Tunn` so that changing the
-//! interval never resets a peer's sessions: a keepalive goes out when nothing was sent to
-//! the peer for the interval, and once right away when the interval is switched on.
+//! boringtun's `Tunn` keeps the protocol's own timers (rekey, handshake retransmission,
+//! session expiry, the passive keepalive) and is driven by `update_timers` on every tick
+//! (`tick.rs`). What it does not keep lives here, fed by the packet paths through events:
+//!
+//! - **Persistent keepalive**: a keepalive goes out when no authenticated packet went either
+//!   way for the interval ("after any authenticated packet traversal" re-arms it), and once
+//!   straight away when the interval is switched on. Keeping it outside `Tunn` means a new
+//!   interval never resets a peer's sessions.
+//! - **Latest handshake**: the wall-clock time of the last completed handshake, kept after
+//!   sessions expire, as the kernel does.
+//!
+//! Times are milliseconds on the tunnel's [`Clock`]; the packet paths stamp with its coarse
+//! copy, which the tick refreshes.
 
-use std::io;
-use std::sync::Arc;
-use std::sync::atomic::Ordering::Relaxed;
-use std::time::Duration;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, Ordering::Relaxed};
+use std::time::{Duration, Instant, SystemTime};
 
-use boringtun::noise::TunnResult;
-use boringtun::noise::errors::WireGuardError;
+/// One peer's timer state. Events come from the packet paths and `apply`; the tick reads.
+#[derive(Debug)]
+pub(crate) struct PeerTimers {
+    /// Persistent keepalive interval in seconds (0 = off).
+    keepalive: AtomicU16,
+    /// Set when the interval is switched on: a keepalive goes out at the next tick.
+    keepalive_now: AtomicBool,
+    /// Clock milliseconds of the last authenticated packet either way (0 = never).
+    last_traversal_ms: AtomicU64,
+    /// Wall-clock time of the last completed handshake.
+    last_handshake: Mutex<Option<SystemTime>>,
+}
 
-use crate::batch::Batch;
-use crate::io::{UdpBinder, UdpIo};
-use crate::tunnel::Shared;
-
-const TICK: Duration = Duration::from_millis(250);
-
-pub(crate) async fn run<B: UdpBinder>(shared: Arc<Shared<B>>) -> io::Result<()> {
-    let mut out = Batch::new();
-    let mut last_reset = tokio::time::Instant::now();
-    loop {
-        tokio::select! {
-            _ = tokio::time::sleep(TICK) => {}
-            _ = shared.kick.notified() => {}
+impl PeerTimers {
+    /// A new peer's timers; `last_handshake` carries over from a replaced one.
+    pub(crate) fn new(last_handshake: Option<SystemTime>) -> Self {
+        Self {
+            keepalive: AtomicU16::new(0),
+            keepalive_now: AtomicBool::new(false),
+            last_traversal_ms: AtomicU64::new(0),
+            last_handshake: Mutex::new(last_handshake),
         }
-        // Stamps from the packet paths are copies of this value, so idle times below are
-        // whole ticks: a keepalive is never more than one tick early or late.
-        let now_ms = shared.clock.tick();
-        let table = shared.table();
-        if last_reset.elapsed() >= Duration::from_secs(1) {
-            last_reset = tokio::time::Instant::now();
-            if let Some(identity) = &table.identity {
-                identity.rate_limiter.reset_count();
-            }
+    }
+
+    /// An authenticated packet was sent to or received from the peer (a data message, a
+    /// keepalive or a handshake message): the persistent keepalive starts over.
+    #[inline]
+    pub(crate) fn on_authenticated_packet_traversal(&self, now_ms: u64) {
+        self.last_traversal_ms.store(now_ms, Relaxed);
+    }
+
+    /// A handshake completed: this is now the peer's latest handshake.
+    pub(crate) fn on_handshake_complete(&self) {
+        *self
+            .last_handshake
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(SystemTime::now());
+    }
+
+    /// The configuration set the persistent keepalive to `secs` (0 = off). Switching it on,
+    /// or configuring a peer anew (`fresh`), sends one at the next tick. Returns true when
+    /// one is due, so that the caller can wake the tick early.
+    pub(crate) fn on_keepalive_configured(&self, secs: u16, fresh: bool) -> bool {
+        let before = self.keepalive.swap(secs, Relaxed);
+        let due = secs != 0 && (before == 0 || fresh);
+        if due {
+            self.keepalive_now.store(true, Relaxed);
         }
-        let Some(socket) = shared.socket() else {
-            continue;
-        };
-        out.clear();
-        for peer in &table.peers {
-            if out.capacity() - out.len() < 2 {
-                flush(&shared, &*socket, &mut out);
-            }
-            let endpoint = peer.endpoint();
-            let mut tunn = peer.tunn();
-            let mut sent = false;
-            if let Some(slot) = out.next_slot() {
-                match tunn.update_timers(slot) {
-                    TunnResult::WriteToNetwork(p) => {
-                        let n = p.len();
-                        if let Some(ep) = endpoint {
-                            out.commit(n, ep, 0);
-                            peer.counters.sent(n);
-                            sent = true;
-                        }
-                    }
-                    TunnResult::Err(WireGuardError::ConnectionExpired) | TunnResult::Done => {}
-                    TunnResult::Err(e) => {
-                        tracing::debug!(device = %shared.name, peer = %peer.key, error = ?e, "timer")
-                    }
-                    _ => {}
-                }
-            }
-            let interval = u64::from(peer.keepalive());
-            let due = peer.keepalive_due.swap(false, Relaxed);
-            let idle = Duration::from_millis(now_ms.saturating_sub(peer.last_sent_ms().max(1)));
-            let keepalive_due = interval > 0
-                && !sent
-                && (due || peer.last_sent_ms() == 0 || idle >= Duration::from_secs(interval));
-            if keepalive_due
-                && let (Some(ep), Some(slot)) = (endpoint, out.next_slot())
-                && let TunnResult::WriteToNetwork(p) = tunn.encapsulate(&[], slot)
-            {
-                let n = p.len();
-                out.commit(n, ep, 0);
-                peer.counters.sent(n);
-                sent = true;
-            }
-            if sent {
-                peer.mark_sent(now_ms);
-            }
-        }
-        flush(&shared, &*socket, &mut out);
+        due
+    }
+
+    /// For the tick: whether a persistent keepalive is due at `now_ms`, given whether the
+    /// tick already sent the peer something. Consumes a pending "send one now".
+    pub(crate) fn persistent_keepalive_due(&self, now_ms: u64, sent: bool) -> bool {
+        let interval = u64::from(self.keepalive.load(Relaxed));
+        let now_asked = self.keepalive_now.swap(false, Relaxed);
+        let last = self.last_traversal_ms.load(Relaxed);
+        let idle = Duration::from_millis(now_ms.saturating_sub(last.max(1)));
+        interval > 0 && !sent && (now_asked || last == 0 || idle >= Duration::from_secs(interval))
+    }
+
+    /// True while a "send one now" waits for the tick.
+    pub(crate) fn keepalive_pending(&self) -> bool {
+        self.keepalive_now.load(Relaxed)
+    }
+
+    /// Wall-clock time of the last completed handshake.
+    pub(crate) fn last_handshake(&self) -> Option<SystemTime> {
+        *self
+            .last_handshake
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
     }
 }
 
-/// A plain (bounded) blocking send from the timer task: its batches are a handful of
-/// handshake and keepalive messages, and a full socket buffer is rare.
-fn flush<B: UdpBinder>(shared: &Shared<B>, socket: &B::Socket, out: &mut Batch) {
-    if !out.is_empty() {
-        let failed = socket.send_batch(out);
-        shared.counters.sent_batch(out, failed);
-        out.clear();
+/// Milliseconds on a monotonic clock shared by one tunnel's threads and tick.
+///
+/// The packet paths read a coarse copy that the tick refreshes. They only stamp when a
+/// packet last went through, which the tick compares on its ticks anyway, and reading the
+/// system clock on every batch costs a cold cache line or two (the kernel rewrites the
+/// clock page on every timer interrupt) per idle wake-up.
+pub(crate) struct Clock {
+    epoch: Instant,
+    coarse: AtomicU64,
+}
+
+impl Clock {
+    pub(crate) fn new() -> Self {
+        Self {
+            epoch: Instant::now(),
+            coarse: AtomicU64::new(1),
+        }
+    }
+
+    /// Now. +1 so that 0 can mean "never".
+    pub(crate) fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64 + 1
+    }
+
+    /// Refreshes the coarse copy and returns it (the tick, once per tick).
+    pub(crate) fn tick(&self) -> u64 {
+        let now = self.now_ms();
+        self.coarse.store(now, Relaxed);
+        now
+    }
+
+    /// Now, as of the last [`Clock::tick`]: at most one tick old.
+    #[inline]
+    pub(crate) fn coarse_ms(&self) -> u64 {
+        self.coarse.load(Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_coarse_clock_moves_only_on_ticks() {
+        let clock = Clock::new();
+        assert_eq!(clock.coarse_ms(), 1, "not 0, which means never");
+        std::thread::sleep(Duration::from_millis(5));
+        assert_eq!(clock.coarse_ms(), 1);
+        let t = clock.tick();
+        assert!(t >= 6, "{t}");
+        assert_eq!(clock.coarse_ms(), t);
+        assert!(clock.now_ms() >= t);
+    }
+
+    #[test]
+    fn a_persistent_keepalive_follows_the_last_traversal() {
+        let t = PeerTimers::new(None);
+        assert!(!t.persistent_keepalive_due(1_000, false), "off");
+        assert!(t.on_keepalive_configured(25, false), "switched on");
+        assert!(
+            t.persistent_keepalive_due(1_000, false),
+            "sent once at once"
+        );
+        t.on_authenticated_packet_traversal(1_000);
+        assert!(!t.persistent_keepalive_due(25_999, false));
+        assert!(
+            t.persistent_keepalive_due(26_000, false),
+            "idle for the interval"
+        );
+        assert!(
+            !t.persistent_keepalive_due(26_000, true),
+            "the tick sent something"
+        );
+        // Traffic either way starts the interval over.
+        t.on_authenticated_packet_traversal(30_000);
+        assert!(!t.persistent_keepalive_due(54_999, false));
+        // A new interval on a peer that had one is not "switched on".
+        assert!(!t.on_keepalive_configured(10, false));
+        assert!(!t.persistent_keepalive_due(39_999, false));
+        assert!(t.persistent_keepalive_due(40_000, false));
+        // Off again: nothing is due however long it is quiet.
+        assert!(!t.on_keepalive_configured(0, true));
+        assert!(!t.persistent_keepalive_due(1_000_000, false));
+    }
+
+    #[test]
+    fn a_completed_handshake_is_remembered() {
+        let t = PeerTimers::new(None);
+        assert_eq!(t.last_handshake(), None);
+        t.on_handshake_complete();
+        let at = t.last_handshake().expect("set");
+        assert!(at <= SystemTime::now());
+        let carried = PeerTimers::new(Some(at));
+        assert_eq!(carried.last_handshake(), Some(at));
     }
 }

@@ -1,175 +1,43 @@
-//! The `Tunnel` handle: starts the packet paths (one thread each way) and the timer tick
-//! (a tokio task), and owns the single write path, [`Tunnel::apply`], used by the
+//! The `Tunnel` handle: starts the packet threads (one each way) and the tick (a tokio
+//! task), supervises them, and owns the single write path, [`Tunnel::apply`], used by the
 //! controller and the UAPI alike.
+//!
+//! A tunnel's state is split by concern:
+//! - control ([`Control`], here): the desired configuration, whose lock serialises
+//!   writers, the socket binder and the slot-index sequence;
+//! - data path (`datapath.rs`): the peer table and socket that `apply` swaps, counters,
+//!   clock, stop; all the packet threads and the tick depend on;
+//! - TUN hand-off (`handoff.rs`): which packet thread reads the TUN, and the outbound
+//!   buffers.
 
 use std::io;
-use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering::Relaxed};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock, TryLockError};
+use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::SystemTime;
 
-use ip_network::IpNetwork;
-use tokio::sync::{Notify, watch};
+use tokio::sync::Notify;
 
 use crate::config::TunnelConfig;
+use crate::datapath::DataPath;
 use crate::error::{ConfigError, Error};
 use crate::io::{TunIo, UdpBinder, UdpIo};
-use crate::key::{Key, PrivateKey};
-use crate::outbound::Sealer;
-use crate::peers::{Clock, PeerTable};
+use crate::key::Key;
+use crate::outbound::{Handoff, OutboundBuffers};
+use crate::peers::PeerTable;
 use crate::stats::DeviceCounters;
-use crate::wake::{Doorbell, Stop};
-use crate::{inbound, outbound, timers};
+use crate::status::{Device, DeviceStatus};
+use crate::{inbound, outbound, status, tick};
 
-/// What a running interface reports: the configuration plus live state per peer.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct DeviceStatus {
-    /// Our private key, if set.
-    pub private_key: Option<PrivateKey>,
-    /// The port actually bound (0 when no socket).
-    pub listen_port: u16,
-    /// `SO_MARK` (0 = none).
-    pub fwmark: u32,
-    /// Peers in configuration order.
-    pub peers: Vec<PeerStatus>,
-}
-
-/// Live state of one peer.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct PeerStatus {
-    /// The peer's public key.
-    pub public_key: Key,
-    /// Its preshared key.
-    pub preshared_key: Option<Key>,
-    /// The current (possibly roamed) endpoint.
-    pub endpoint: Option<SocketAddr>,
-    /// When the last handshake completed.
-    pub last_handshake: Option<SystemTime>,
-    /// WireGuard bytes received from this peer.
-    pub rx_bytes: u64,
-    /// WireGuard bytes sent to this peer.
-    pub tx_bytes: u64,
-    /// Datagrams received.
-    pub rx_packets: u64,
-    /// Datagrams sent.
-    pub tx_packets: u64,
-    /// Persistent keepalive interval in seconds.
-    pub persistent_keepalive: Option<u16>,
-    /// The peer's allowed IPs.
-    pub allowed_ips: Vec<IpNetwork>,
-}
-
-impl PeerStatus {
-    /// A peer with only a key: no endpoint, no handshake, zero counters.
-    pub fn new(public_key: Key) -> Self {
-        Self {
-            public_key,
-            preshared_key: None,
-            endpoint: None,
-            last_handshake: None,
-            rx_bytes: 0,
-            tx_bytes: 0,
-            rx_packets: 0,
-            tx_packets: 0,
-            persistent_keepalive: None,
-            allowed_ips: Vec::new(),
-        }
-    }
-}
-
-/// The operations the UAPI server (and anything else) needs from an interface. Object
-/// safe, so one server type serves tunnels over any transport.
-pub trait Device: Send + Sync + 'static {
-    /// Interface name.
-    fn name(&self) -> &str;
-    /// Replaces the whole configuration (the single write path).
-    fn apply(&self, config: TunnelConfig) -> Result<(), ConfigError>;
-    /// The current configuration.
-    fn config(&self) -> TunnelConfig;
-    /// Configuration plus live peer state.
-    fn status(&self) -> DeviceStatus;
-    /// Interface counters.
-    fn counters(&self) -> &DeviceCounters;
-    /// Read-modify-write under the write lock: `edit` gets a copy of the configuration
-    /// and the result is applied atomically (nothing changes if either step fails).
-    /// Peers listed in `set_endpoints` take their configured endpoint even if it equals
-    /// the previous configuration (an explicit `wg set … endpoint` undoes roaming).
-    fn update(
-        &self,
-        edit: &mut dyn FnMut(&mut TunnelConfig) -> Result<(), ConfigError>,
-        set_endpoints: &[Key],
-    ) -> Result<(), ConfigError>;
-}
-
-impl std::fmt::Debug for dyn Device {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Device({})", self.name())
-    }
-}
-
-/// State shared by a tunnel's threads, its timer task and its handles.
-pub(crate) struct Shared<B: UdpBinder> {
-    pub(crate) name: String,
+/// The control side of a tunnel: where configuration is written.
+pub(crate) struct Control<B: UdpBinder> {
     binder: B,
-    table: RwLock<Arc<PeerTable>>,
     /// The desired configuration; its lock serialises writers.
     config: Mutex<TunnelConfig>,
-    socket: watch::Sender<Option<Arc<B::Socket>>>,
-    /// Rings when the inbound thread must look again: after every change of `socket`, and
-    /// when the outbound thread hands the TUN back.
-    pub(crate) rx_bell: Doorbell,
-    /// Rings when the inbound thread hands the TUN to the outbound thread.
-    pub(crate) tx_bell: Doorbell,
-    /// Which thread reads the TUN: the inbound one while traffic is light (false), the
-    /// outbound one under load (true). Only the owner changes it; see `outbound::run`.
-    pub(crate) tx_owns_tun: AtomicBool,
-    /// Set when the tunnel is dropped: the packet threads return.
-    pub(crate) stop: Stop,
-    pub(crate) counters: DeviceCounters,
-    pub(crate) clock: Clock,
-    /// Wakes the timer task early (a keepalive is due now).
-    pub(crate) kick: Notify,
     next_index: AtomicU32,
-    /// The outbound path's buffers; see [`Shared::sealer`].
-    sealer: Mutex<Sealer>,
+    data: Arc<DataPath<B::Socket>>,
 }
 
-impl<B: UdpBinder> Shared<B> {
-    /// The current peer table; the packet paths call this once per batch.
-    #[inline]
-    pub(crate) fn table(&self) -> Arc<PeerTable> {
-        Arc::clone(&self.table.read().unwrap_or_else(|e| e.into_inner()))
-    }
-
-    /// The current socket, if bound.
-    #[inline]
-    pub(crate) fn socket(&self) -> Option<Arc<B::Socket>> {
-        self.socket.borrow().clone()
-    }
-
-    /// The outbound path's buffers, waiting for whichever thread holds them.
-    pub(crate) fn sealer(&self) -> MutexGuard<'_, Sealer> {
-        self.sealer.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// The outbound path's buffers if no thread holds them. A panic while sealing leaves
-    /// plain buffers behind, fine to reuse.
-    pub(crate) fn try_sealer(&self) -> Option<MutexGuard<'_, Sealer>> {
-        match self.sealer.try_lock() {
-            Ok(g) => Some(g),
-            Err(TryLockError::Poisoned(e)) => Some(e.into_inner()),
-            Err(TryLockError::WouldBlock) => None,
-        }
-    }
-
-    /// Replaces the socket and tells the inbound thread; returns the old one.
-    fn set_socket(&self, socket: Option<Arc<B::Socket>>) -> Option<Arc<B::Socket>> {
-        let old = self.socket.send_replace(socket);
-        self.rx_bell.ring();
-        old
-    }
-
+impl<B: UdpBinder> Control<B> {
     fn apply_locked(
         &self,
         current: &mut TunnelConfig,
@@ -177,7 +45,8 @@ impl<B: UdpBinder> Shared<B> {
         set_endpoints: &[Key],
     ) -> Result<(), ConfigError> {
         config.validate()?;
-        let bound = self.socket();
+        let data = &self.data;
+        let bound = data.socket();
         let rebind = match &bound {
             None => true,
             // Asking for the port we already hold (a saved `wg showconf`, say) is a no-op.
@@ -185,17 +54,17 @@ impl<B: UdpBinder> Shared<B> {
             Some(_) => config.listen_port != current.listen_port,
         };
         if rebind {
-            // Free the old port first so that re-binding the same number works.
-            let old = self.set_socket(None);
+            // Stop serving the old socket while binding; it is kept to fall back to.
+            let old = data.set_socket(None);
             match self.binder.bind(config.listen_port, config.fwmark) {
                 Ok(sock) => {
-                    tracing::info!(device = %self.name, port = sock.local_port(), "listening");
-                    self.set_socket(Some(Arc::new(sock)));
+                    tracing::info!(device = %data.name, port = sock.local_port(), "listening");
+                    data.set_socket(Some(Arc::new(sock)));
                 }
                 Err(e) => {
                     if let Some(old) = old {
                         // Keep serving on the old socket if it still stands.
-                        self.set_socket(Some(old));
+                        data.set_socket(Some(old));
                     }
                     return Err(bind_error(config.listen_port, &e));
                 }
@@ -203,23 +72,21 @@ impl<B: UdpBinder> Shared<B> {
         } else if config.fwmark != current.fwmark
             && let Some(sock) = &bound
         {
-            {
-                sock.set_fwmark(config.fwmark)
-                    .map_err(|e| ConfigError::Bind {
-                        port: config.listen_port,
-                        reason: e.to_string(),
-                    })?;
-            }
+            sock.set_fwmark(config.fwmark)
+                .map_err(|e| ConfigError::Bind {
+                    port: config.listen_port,
+                    reason: e.to_string(),
+                })?;
         }
-        let old_table = self.table();
+        let old_table = data.table();
         let mut next = || self.next_index.fetch_add(1, Relaxed) & 0x00ff_ffff;
         let force = |k: &Key| set_endpoints.contains(k);
         let table = PeerTable::build(&old_table, current, &config, &mut next, &force);
-        let kick = table.peers.iter().any(|p| p.keepalive_due.load(Relaxed));
-        *self.table.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(table);
+        let kick = table.peers.iter().any(|p| p.timers.keepalive_pending());
+        data.install(table);
         *current = config;
         if kick {
-            self.kick.notify_one();
+            data.tick_now.notify_one();
         }
         Ok(())
     }
@@ -239,9 +106,9 @@ fn bind_error(port: u16, e: &io::Error) -> ConfigError {
     }
 }
 
-impl<B: UdpBinder> Device for Shared<B> {
+impl<B: UdpBinder> Device for Control<B> {
     fn name(&self) -> &str {
-        &self.name
+        &self.data.name
     }
 
     fn apply(&self, config: TunnelConfig) -> Result<(), ConfigError> {
@@ -258,37 +125,12 @@ impl<B: UdpBinder> Device for Shared<B> {
 
     fn status(&self) -> DeviceStatus {
         let config = self.config();
-        let table = self.table();
-        let peers = config
-            .peers
-            .iter()
-            .map(|pc| {
-                let live = table.by_key(&pc.public_key);
-                let c = live.map(|p| &*p.counters);
-                PeerStatus {
-                    public_key: pc.public_key,
-                    preshared_key: pc.preshared_key,
-                    endpoint: live.and_then(|p| p.endpoint()).or(pc.endpoint),
-                    last_handshake: live.and_then(|p| p.last_handshake()),
-                    rx_bytes: c.map_or(0, |c| c.rx_bytes.load(Relaxed)),
-                    tx_bytes: c.map_or(0, |c| c.tx_bytes.load(Relaxed)),
-                    rx_packets: c.map_or(0, |c| c.rx_packets.load(Relaxed)),
-                    tx_packets: c.map_or(0, |c| c.tx_packets.load(Relaxed)),
-                    persistent_keepalive: pc.persistent_keepalive,
-                    allowed_ips: pc.allowed_ips.clone(),
-                }
-            })
-            .collect();
-        DeviceStatus {
-            private_key: config.private_key,
-            listen_port: self.socket().map_or(0, |s| s.local_port()),
-            fwmark: config.fwmark,
-            peers,
-        }
+        let port = self.data.socket().map_or(0, |s| s.local_port());
+        status::status(config, &self.data.table(), port)
     }
 
     fn counters(&self) -> &DeviceCounters {
-        &self.counters
+        &self.data.counters
     }
 
     fn update(
@@ -305,7 +147,8 @@ impl<B: UdpBinder> Device for Shared<B> {
 
 /// A running WireGuard interface. Dropping it stops its threads and its timer task.
 pub struct Tunnel<B: UdpBinder> {
-    shared: Arc<Shared<B>>,
+    control: Arc<Control<B>>,
+    data: Arc<DataPath<B::Socket>>,
     tasks: Vec<tokio::task::AbortHandle>,
     threads: Vec<JoinHandle<()>>,
     stopped: Arc<Notify>,
@@ -320,55 +163,46 @@ impl<B: UdpBinder> Tunnel<B> {
         binder: B,
         config: TunnelConfig,
     ) -> Result<Self, Error> {
-        let (socket, _) = watch::channel(None);
-        let shared = Arc::new(Shared {
-            name: name.to_string(),
+        let data = Arc::new(DataPath::new(name)?);
+        let control = Arc::new(Control {
             binder,
-            table: RwLock::new(Arc::new(PeerTable::default())),
             config: Mutex::new(TunnelConfig::default()),
-            socket,
-            rx_bell: Doorbell::new()?,
-            tx_bell: Doorbell::new()?,
-            tx_owns_tun: AtomicBool::new(false),
-            stop: Stop::new()?,
-            counters: DeviceCounters::default(),
-            clock: Clock::new(),
-            kick: Notify::new(),
-            sealer: Mutex::new(Sealer::new()),
             next_index: AtomicU32::new(rand::random::<u32>()),
+            data: Arc::clone(&data),
         });
-        shared.apply(config)?;
+        control.apply(config)?;
+        let handoff = Arc::new(Handoff::new(OutboundBuffers::new())?);
         let tun = Arc::new(tun);
         let stopped = Arc::new(Notify::new());
         let mut tunnel = Self {
-            shared: Arc::clone(&shared),
+            control,
+            data: Arc::clone(&data),
             tasks: Vec::new(),
             threads: Vec::new(),
             stopped: Arc::clone(&stopped),
         };
         // Run to completion: each direction reads, seals or opens, and writes on its own
-        // thread, woken by the kernel straight from `poll`.
-        let (s, t) = (Arc::clone(&shared), Arc::clone(&tun));
+        // thread, woken by the kernel straight from its `epoll` wait.
+        let (d, h, t) = (Arc::clone(&data), Arc::clone(&handoff), Arc::clone(&tun));
         tunnel
             .threads
             .push(path_thread(name, "tx", &stopped, move || {
-                outbound::run(&s, &*t)
+                outbound::run(&d, &h, &*t)
             })?);
-        let (s, t) = (Arc::clone(&shared), tun);
+        let (d, h, t) = (Arc::clone(&data), handoff, tun);
         tunnel
             .threads
             .push(path_thread(name, "rx", &stopped, move || {
-                inbound::run(&s, &*t)
+                inbound::run(&d, &h, &*t)
             })?);
-        let timer = tokio::spawn(timers::run(Arc::clone(&shared)));
+        let tick = tokio::spawn(tick::run(data));
         let (device, stopped) = (name.to_string(), Arc::clone(&stopped));
-        tunnel.tasks.push(timer.abort_handle());
+        tunnel.tasks.push(tick.abort_handle());
         let supervisor = tokio::spawn(async move {
-            match timer.await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => tracing::warn!(device = %device, error = %e, "timer stopped"),
+            match tick.await {
                 Err(e) if e.is_cancelled() => return,
-                Err(e) => tracing::error!(device = %device, error = %e, "timer panicked"),
+                Err(e) => tracing::error!(device = %device, error = %e, "tick panicked"),
+                Ok(()) => {}
             }
             notify_stopped(&stopped);
         });
@@ -378,32 +212,32 @@ impl<B: UdpBinder> Tunnel<B> {
 
     /// A shareable handle for the UAPI server and the controller.
     pub fn device(&self) -> Arc<dyn Device> {
-        Arc::clone(&self.shared) as Arc<dyn Device>
+        Arc::clone(&self.control) as Arc<dyn Device>
     }
 
     /// The single write path: make the interface carry exactly `config`.
     pub fn apply(&self, config: TunnelConfig) -> Result<(), ConfigError> {
-        self.shared.apply(config)
+        self.control.apply(config)
     }
 
     /// The current configuration.
     pub fn config(&self) -> TunnelConfig {
-        self.shared.config()
+        self.control.config()
     }
 
     /// Configuration plus live peer state.
     pub fn status(&self) -> DeviceStatus {
-        self.shared.status()
+        self.control.status()
     }
 
     /// Interface counters.
     pub fn counters(&self) -> &DeviceCounters {
-        &self.shared.counters
+        &self.data.counters
     }
 
     /// The bound UDP port (0 when unbound).
     pub fn listen_port(&self) -> u16 {
-        self.shared.socket().map_or(0, |s| s.local_port())
+        self.data.socket().map_or(0, |s| s.local_port())
     }
 
     /// Resolves when a packet path stops on its own (for example the TUN device was
@@ -418,10 +252,10 @@ impl<B: UdpBinder> Drop for Tunnel<B> {
         for t in &self.tasks {
             t.abort();
         }
-        self.shared.stop.set();
+        self.data.stop.set();
         // Release the port even while `device()` handles are still around.
-        self.shared.set_socket(None);
-        // The threads return as soon as `poll` wakes (a send waits 100 ms at most).
+        self.data.set_socket(None);
+        // The threads return as soon as their wait ends (a send waits 100 ms at most).
         for t in self.threads.drain(..) {
             let _ = t.join();
         }

@@ -134,11 +134,14 @@ impl UdpSocket {
         Ok((n, offered, datagrams))
     }
 
+    /// Sends one datagram (or one GSO train); with `wait`, waits up to [`SEND_WAIT`] for
+    /// room in a full socket buffer, otherwise fails at once with `TimedOut`.
     fn send_one(
         &self,
         contents: &[u8],
         to: SocketAddr,
         segment_size: Option<usize>,
+        wait: bool,
     ) -> io::Result<()> {
         let transmit = Transmit {
             destination: self.destination(to),
@@ -149,6 +152,9 @@ impl UdpSocket {
         };
         let r = loop {
             match self.state.try_send((&self.sock).into(), &transmit) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock && !wait => {
+                    break Err(io::ErrorKind::TimedOut.into());
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     match crate::wake::writable(self.sock.as_fd(), SEND_WAIT) {
                         Ok(true) => continue,
@@ -166,8 +172,8 @@ impl UdpSocket {
     }
 }
 
-/// The socket buffer stayed full for [`SEND_WAIT`]: the rest of the batch is dropped
-/// rather than waited for datagram by datagram.
+/// The socket buffer stayed full (for [`SEND_WAIT`], or at all when not waiting): the
+/// rest of the batch is dropped rather than waited for datagram by datagram.
 fn stalled(e: &io::Error) -> bool {
     e.kind() == io::ErrorKind::TimedOut
 }
@@ -235,6 +241,17 @@ impl UdpIo for UdpSocket {
     }
 
     fn send_batch(&self, batch: &Batch) -> usize {
+        self.send_all(batch, true)
+    }
+
+    fn try_send_batch(&self, batch: &Batch) -> usize {
+        self.send_all(batch, false)
+    }
+}
+
+impl UdpSocket {
+    /// Sends a batch (see [`UdpIo::send_batch`]); returns how many datagrams failed.
+    fn send_all(&self, batch: &Batch, wait: bool) -> usize {
         let max_segments = if self.gso.load(Relaxed) {
             self.state.max_gso_segments()
         } else {
@@ -247,7 +264,7 @@ impl UdpIo for UdpSocket {
             // Runs of a packed batch already lie back to back: one sendmsg with
             // UDP_SEGMENT, no copy. Anything else goes datagram by datagram.
             let Some(bytes) = batch.run(i, run).filter(|_| run > 1) else {
-                match self.send_one(batch.packet(i), batch.addr(i), None) {
+                match self.send_one(batch.packet(i), batch.addr(i), None, wait) {
                     Ok(()) => {}
                     Err(e) if stalled(&e) => return failed + batch.len() - i,
                     Err(_) => failed += 1,
@@ -256,7 +273,7 @@ impl UdpIo for UdpSocket {
                 continue;
             };
             let size = batch.packet(i).len();
-            if let Err(e) = self.send_one(bytes, batch.addr(i), Some(size)) {
+            if let Err(e) = self.send_one(bytes, batch.addr(i), Some(size), wait) {
                 if stalled(&e) {
                     return failed + batch.len() - i;
                 }
@@ -265,7 +282,7 @@ impl UdpIo for UdpSocket {
                     tracing::info!(error = %e, "UDP GSO refused; sending datagrams one by one");
                     self.gso.store(false, Relaxed);
                     for k in i..i + run {
-                        match self.send_one(batch.packet(k), batch.addr(k), None) {
+                        match self.send_one(batch.packet(k), batch.addr(k), None, wait) {
                             Ok(()) => {}
                             Err(e) if stalled(&e) => return failed + batch.len() - k,
                             Err(_) => failed += 1,

@@ -87,6 +87,36 @@ impl Stop {
 /// Descriptors one [`Waiter`] takes at most.
 const MAX_WAIT: usize = 8;
 
+/// A name for one descriptor of a wait: a single bit, so a [`Ready`] set names every
+/// descriptor that ended the wait. Each packet thread declares its own.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Token(u8);
+
+impl Token {
+    /// Token number `n` (0 to 7).
+    pub const fn new(n: u8) -> Self {
+        assert!(n < MAX_WAIT as u8, "a Waiter takes at most 8 descriptors");
+        Self(1 << n)
+    }
+}
+
+/// The tokens of the descriptors that were readable (or in error) when a wait ended;
+/// empty when it ended without any (timeout, signal).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Ready(u8);
+
+impl Ready {
+    /// True when the descriptor registered under `token` is ready.
+    pub fn has(self, token: Token) -> bool {
+        self.0 & token.0 != 0
+    }
+
+    /// True when nothing is ready.
+    pub fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+}
+
 /// A thread's long-lived wait set: `epoll(7)`, level-triggered, so a descriptor left
 /// readable ends the next wait at once, exactly as with `poll(2)`. The registrations stay
 /// between waits and are rebuilt only when the descriptors asked for change (the TUN
@@ -95,8 +125,9 @@ const MAX_WAIT: usize = 8;
 #[derive(Debug)]
 pub struct Waiter {
     epoll: Epoll,
-    /// The descriptors registered, in order (inline: one less cold line per wait).
-    registered: [RawFd; MAX_WAIT],
+    /// The descriptors registered and their tokens, in order (inline: one less cold line
+    /// per wait).
+    registered: [(RawFd, u8); MAX_WAIT],
     count: usize,
     /// The next wait registers its descriptors anew.
     stale: bool,
@@ -107,7 +138,7 @@ impl Waiter {
     pub fn new() -> io::Result<Self> {
         Ok(Self {
             epoll: Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?,
-            registered: [-1; MAX_WAIT],
+            registered: [(-1, 0); MAX_WAIT],
             count: 0,
             stale: true,
         })
@@ -119,32 +150,31 @@ impl Waiter {
         self.stale = true;
     }
 
-    /// Waits until one of `fds` (at most 8, all distinct) is readable or `timeout` passes
-    /// (`None`: no limit). Returns a mask with bit `i` set when `fds[i]` is readable (or in
-    /// error); 0 when the wait ended without any (timeout, signal).
+    /// Waits until one of `fds` (at most 8, all distinct, each under its own token) is
+    /// readable or `timeout` passes (`None`: no limit).
     pub fn readable(
         &mut self,
-        fds: &[BorrowedFd<'_>],
+        fds: &[(Token, BorrowedFd<'_>)],
         timeout: Option<Duration>,
-    ) -> io::Result<u8> {
+    ) -> io::Result<Ready> {
         assert!(
             fds.len() <= MAX_WAIT,
             "a Waiter takes at most {MAX_WAIT} descriptors"
         );
         let same = fds
             .iter()
-            .map(|fd| fd.as_raw_fd())
+            .map(|(t, fd)| (fd.as_raw_fd(), t.0))
             .eq(self.registered[..self.count].iter().copied());
         if self.stale || !same {
             // A fresh instance: dropping the old one removes every old registration, so
             // nothing stale can keep a wait awake.
             let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?;
-            for (i, fd) in fds.iter().enumerate() {
-                epoll.add(fd, EpollEvent::new(EpollFlags::EPOLLIN, i as u64))?;
+            for (token, fd) in fds {
+                epoll.add(fd, EpollEvent::new(EpollFlags::EPOLLIN, u64::from(token.0)))?;
             }
             self.epoll = epoll;
-            for (slot, fd) in self.registered.iter_mut().zip(fds) {
-                *slot = fd.as_raw_fd();
+            for (slot, (token, fd)) in self.registered.iter_mut().zip(fds) {
+                *slot = (fd.as_raw_fd(), token.0);
             }
             self.count = fds.len();
             self.stale = false;
@@ -159,8 +189,10 @@ impl Waiter {
         };
         let mut events = [EpollEvent::empty(); MAX_WAIT];
         match self.epoll.wait(&mut events[..fds.len().max(1)], timeout) {
-            Ok(n) => Ok(events[..n].iter().fold(0, |mask, e| mask | 1 << e.data())),
-            Err(Errno::EINTR) => Ok(0),
+            Ok(n) => Ok(Ready(
+                events[..n].iter().fold(0, |mask, e| mask | e.data() as u8),
+            )),
+            Err(Errno::EINTR) => Ok(Ready::default()),
             Err(e) => Err(e.into()),
         }
     }
@@ -211,18 +243,23 @@ mod tests {
         assert_eq!(readable(&[bell.fd()], SHORT).unwrap(), 0);
     }
 
+    const A: Token = Token::new(0);
+    const B: Token = Token::new(5);
+
     #[test]
     fn a_waiter_is_level_triggered_and_names_the_ready_descriptors() {
         let (quiet, rung) = (Doorbell::new().unwrap(), Doorbell::new().unwrap());
         let mut w = Waiter::new().unwrap();
-        assert_eq!(w.readable(&[quiet.fd(), rung.fd()], SHORT).unwrap(), 0);
+        let set = [(A, quiet.fd()), (B, rung.fd())];
+        assert!(w.readable(&set, SHORT).unwrap().is_empty());
         rung.ring();
         // Still readable on the next wait while nobody drains it.
         for _ in 0..3 {
-            assert_eq!(w.readable(&[quiet.fd(), rung.fd()], SHORT).unwrap(), 0b10);
+            let ready = w.readable(&set, SHORT).unwrap();
+            assert!(ready.has(B) && !ready.has(A), "{ready:?}");
         }
         rung.drain();
-        assert_eq!(w.readable(&[quiet.fd(), rung.fd()], SHORT).unwrap(), 0);
+        assert!(w.readable(&set, SHORT).unwrap().is_empty());
     }
 
     #[test]
@@ -230,29 +267,34 @@ mod tests {
         let (a, b) = (Doorbell::new().unwrap(), Doorbell::new().unwrap());
         let mut w = Waiter::new().unwrap();
         a.ring();
-        assert_eq!(w.readable(&[a.fd()], SHORT).unwrap(), 1);
+        assert!(w.readable(&[(A, a.fd())], SHORT).unwrap().has(A));
         // a is no longer asked for: its readiness must not end the wait.
-        assert_eq!(w.readable(&[b.fd()], SHORT).unwrap(), 0);
+        assert!(w.readable(&[(B, b.fd())], SHORT).unwrap().is_empty());
         b.ring();
-        assert_eq!(w.readable(&[b.fd(), a.fd()], SHORT).unwrap(), 0b11);
+        let ready = w.readable(&[(B, b.fd()), (A, a.fd())], SHORT).unwrap();
+        assert!(ready.has(A) && ready.has(B));
+        // The same descriptors under swapped tokens: the answer follows the tokens.
+        a.drain();
+        let ready = w.readable(&[(A, b.fd()), (B, a.fd())], SHORT).unwrap();
+        assert!(ready.has(A) && !ready.has(B), "{ready:?}");
     }
 
     #[test]
     fn a_reset_waiter_sees_a_new_descriptor_with_an_old_number() {
         let mut w = Waiter::new().unwrap();
         let old = Doorbell::new().unwrap();
-        assert_eq!(w.readable(&[old.fd()], SHORT).unwrap(), 0);
+        assert!(w.readable(&[(A, old.fd())], SHORT).unwrap().is_empty());
         let number = old.fd().as_raw_fd();
         drop(old);
         let new = Doorbell::new().unwrap();
         if new.fd().as_raw_fd() == number {
             new.ring();
             w.reset();
-            assert_eq!(w.readable(&[new.fd()], SHORT).unwrap(), 1);
+            assert!(w.readable(&[(A, new.fd())], SHORT).unwrap().has(A));
         }
         // Otherwise the numbers differ and the set changed anyway.
         new.ring();
-        assert_eq!(w.readable(&[new.fd()], SHORT).unwrap(), 1);
+        assert!(w.readable(&[(A, new.fd())], SHORT).unwrap().has(A));
     }
 
     #[test]
@@ -262,12 +304,12 @@ mod tests {
             let stop = std::sync::Arc::clone(&stop);
             std::thread::spawn(move || {
                 let mut w = Waiter::new().unwrap();
-                w.readable(&[stop.fd()], Some(Duration::from_secs(10)))
+                w.readable(&[(B, stop.fd())], Some(Duration::from_secs(10)))
             })
         };
         std::thread::sleep(Duration::from_millis(20));
         stop.set();
-        assert_eq!(waiter.join().unwrap().unwrap(), 1);
+        assert!(waiter.join().unwrap().unwrap().has(B));
     }
 
     #[test]

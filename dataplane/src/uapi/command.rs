@@ -11,7 +11,7 @@ use ip_network::IpNetwork;
 use crate::config::{PeerConfig, TunnelConfig, parse_endpoint, parse_prefix};
 use crate::error::ConfigError;
 use crate::key::{Key, PrivateKey};
-use crate::tunnel::DeviceStatus;
+use crate::status::DeviceStatus;
 
 /// `EIO`.
 pub const EIO: i32 = 5;
@@ -370,7 +370,7 @@ pub fn parse_get(text: &str) -> Result<DeviceStatus, UapiError> {
         if k == "public_key" {
             finish(&mut st, &mut handshake);
             st.peers
-                .push(crate::tunnel::PeerStatus::new(parse_key(k, v)?));
+                .push(crate::status::PeerStatus::new(parse_key(k, v)?));
             continue;
         }
         match (k, st.peers.last_mut()) {

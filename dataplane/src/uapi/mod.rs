@@ -13,7 +13,7 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::task::JoinHandle;
 
 use crate::error::Error;
-use crate::tunnel::Device;
+use crate::status::Device;
 use command::{EINVAL, Request, UapiError};
 
 /// Where `wg` looks for userspace interfaces.

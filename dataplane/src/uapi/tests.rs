@@ -3,7 +3,7 @@ use std::time::{Duration, UNIX_EPOCH};
 use super::command::*;
 use crate::config::{PeerConfig, TunnelConfig, parse_prefix};
 use crate::key::{Key, PrivateKey};
-use crate::tunnel::{DeviceStatus, PeerStatus};
+use crate::status::{DeviceStatus, PeerStatus};
 
 fn key(n: u8) -> Key {
     Key([n; 32])

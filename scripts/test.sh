@@ -48,6 +48,9 @@ if cargo tree -p control -e normal --depth 1 --prefix none --locked | grep -E '^
 fi
 echo "ok"
 
+section "no import cycles between modules"
+python3 scripts/check-module-cycles.py dataplane/src control/src src fake-apiserver/src
+
 section "fuzz targets build"
 cargo check --manifest-path fuzz/Cargo.toml --locked -j2 --bins
 

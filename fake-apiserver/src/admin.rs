@@ -13,7 +13,7 @@ use axum::routing::{get, post};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::server::{Shared, lock};
+use crate::shared::{Shared, lock};
 use crate::status::{ApiError, json_response};
 
 /// The `/fake/…` routes.

@@ -15,7 +15,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::selector::Selector;
-use crate::server::Shared;
+use crate::shared::Shared;
 use crate::status::{ApiError, expired_event, json_response};
 use crate::store::WatchStart;
 use crate::watch::{WatchRequest, event_stream, line};

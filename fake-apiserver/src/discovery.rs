@@ -9,7 +9,7 @@ use axum::response::Response;
 use axum::routing::get;
 use serde_json::json;
 
-use crate::server::Shared;
+use crate::shared::Shared;
 use crate::status::{ApiError, json_response};
 
 /// The discovery routes.

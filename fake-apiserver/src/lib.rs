@@ -46,6 +46,7 @@ mod discovery;
 mod merge_patch;
 mod selector;
 mod server;
+mod shared;
 mod status;
 mod store;
 mod watch;

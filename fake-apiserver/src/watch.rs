@@ -20,7 +20,7 @@ use tokio::sync::{broadcast, watch};
 use tokio::time::{Instant, Interval, MissedTickBehavior};
 
 use crate::selector::Selector;
-use crate::server::{Shared, lock};
+use crate::shared::{Shared, lock};
 use crate::store::{EventType, Feed, StoredEvent};
 
 /// What the client asked of its watch.

@@ -57,6 +57,16 @@ cargo check --manifest-path fuzz/Cargo.toml --locked -j2 --bins
 section "deploy manifests (kustomize + kubernetes-validate --strict)"
 scripts/check-deploy.sh
 
+section "TUN device tests (root)"
+if [ "$(id -u)" = 0 ]; then
+    cargo test --locked -j2 -p dataplane --test tun_device -- --ignored
+elif [ "${CI:-}" = true ]; then
+    echo "CI must run as root for the TUN device tests" >&2
+    exit 1
+else
+    echo "skipped: not root (sudo scripts/test.sh runs them)"
+fi
+
 section "network namespace tests (root)"
 cargo build --locked -j2 --bin semaphore-wireguard --bin fake-apiserver
 if [ "$(id -u)" = 0 ]; then

@@ -192,13 +192,10 @@ mod tests {
         assert_eq!(h.out.to_net.packet(0).len(), 92);
     }
 
-    /// `SWG_WRITE_CORPUS=1 cargo test -p dataplane --features testing write_seed_corpus`
-    /// regenerates the handshake seeds.
+    /// A tool, not a test: regenerates the handshake seeds of the inbound corpus.
     #[test]
+    #[ignore = "a tool: cargo test -p dataplane write_seed_corpus -- --ignored regenerates the seeds"]
     fn write_seed_corpus() {
-        if std::env::var_os("SWG_WRITE_CORPUS").is_none() {
-            return;
-        }
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/inbound_datagram");
         std::fs::create_dir_all(&dir).unwrap();
         for (i, s) in inbound_seeds().iter().enumerate() {

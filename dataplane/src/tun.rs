@@ -52,6 +52,12 @@ impl TunDevice {
         Self::open(name, mtu, up, true)
     }
 
+    /// Like [`TunDevice::create`], without offload: one packet per read and write, as
+    /// with `SWG_DISABLE_OFFLOAD`.
+    pub fn create_without_offload(name: &str, mtu: u16, up: bool) -> Result<Self, Error> {
+        Self::open_with(name, mtu, up, false, false)
+    }
+
     fn open(name: &str, mtu: u16, up: bool, persist: bool) -> Result<Self, Error> {
         // SWG_DISABLE_OFFLOAD forces the fallback (for tests and for kernels that
         // misbehave with offload).

@@ -97,8 +97,9 @@ fn run_mode(args: cli::RunArgs) -> ExitCode {
         Ok(c) => c,
         Err(e) => {
             return fail(format!(
-                "clusters config {}: {e}",
-                required.clusters_config.display()
+                "clusters config {}: {}",
+                required.clusters_config.display(),
+                control::error_chain(&e)
             ));
         }
     };

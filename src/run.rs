@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use control::advertise::{self, Advert, AdvertStatus};
+use control::backoff::Backoff;
 use control::config::{ClustersConfig, RemoteCluster};
 use control::netlink::Netlink;
 use control::peers::AnnotationKeys;
@@ -258,19 +259,19 @@ async fn sync_remote(
     counts: control::http_metrics::RequestCounts,
     stop: watch::Receiver<bool>,
 ) {
-    let mut delay = Duration::from_secs(2);
+    let mut backoff = Backoff::new(Duration::from_secs(2), Duration::from_secs(60));
     let mut stop_fut = std::pin::pin!(stopped(stop.clone()));
     let client = loop {
         match control::remote::remote_client(&remote.access, &counts).await {
             Ok(c) => break c,
             Err(e) => {
                 status.list_failures.fetch_add(1, Relaxed);
-                tracing::error!(cluster = %remote.name, device = %remote.device_name(), error = %e, retry_in = ?delay, "cannot create the remote cluster client");
+                let delay = backoff.next_delay();
+                tracing::error!(cluster = %remote.name, device = %remote.device_name(), error = %control::error_chain(&e), retry_in = ?delay, "cannot create the remote cluster client");
                 tokio::select! {
                     _ = &mut stop_fut => return,
                     _ = tokio::time::sleep(delay) => {}
                 }
-                delay = (delay * 2).min(Duration::from_secs(60));
             }
         }
     };

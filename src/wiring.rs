@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use control::peers::DesiredPeer;
-use control::sync::PeerSink;
+use control::sync::{ApplyError, PeerSink};
 use dataplane::{Device, Key, PeerConfig};
 use serde_json::{Value, json};
 
@@ -28,7 +28,7 @@ pub fn peer_config(p: &DesiredPeer) -> PeerConfig {
 }
 
 impl PeerSink for TunnelSink {
-    fn apply(&self, peers: &[DesiredPeer]) -> Result<(), String> {
+    fn apply(&self, peers: &[DesiredPeer]) -> Result<(), ApplyError> {
         let wanted: Vec<PeerConfig> = peers.iter().map(peer_config).collect();
         self.device
             .update(
@@ -38,7 +38,7 @@ impl PeerSink for TunnelSink {
                 },
                 &[],
             )
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| ApplyError(Box::new(e)))?;
         if let Err(e) = save_peers(&self.state_file, &wanted) {
             tracing::warn!(device = self.device.name(), error = %format!("{e:#}"), "could not save the peer set for restarts");
         }

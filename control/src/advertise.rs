@@ -15,6 +15,7 @@ use kube::api::{Patch, PatchParams};
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
 
+use crate::backoff::Backoff;
 use crate::peers::{AnnotationKeys, format_endpoint};
 
 /// What we advertise to one remote cluster.
@@ -110,7 +111,7 @@ pub async fn run(
             continue;
         }
         let body = serde_json::json!({ "metadata": { "annotations": patch } });
-        let mut delay = Duration::from_secs(1);
+        let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(60));
         loop {
             match api
                 .patch(&node_name, &PatchParams::default(), &Patch::Merge(&body))
@@ -124,12 +125,12 @@ pub async fn run(
                 }
                 Err(e) => {
                     status.failures.fetch_add(1, Relaxed);
+                    let delay = backoff.next_delay();
                     tracing::warn!(node = %node_name, error = %e, retry_in = ?delay, "patching our node failed");
                     tokio::select! {
                         _ = &mut shutdown => return,
                         _ = tokio::time::sleep(delay) => {}
                     }
-                    delay = (delay * 2).min(Duration::from_secs(60));
                 }
             }
         }

@@ -5,6 +5,7 @@
 #![forbid(unsafe_code)]
 
 pub mod advertise;
+pub mod backoff;
 pub mod config;
 #[cfg(any(test, feature = "fuzzing"))]
 pub mod fuzzing;
@@ -14,3 +15,15 @@ pub mod peers;
 pub mod remote;
 pub mod sync;
 pub mod token;
+
+/// An error and its causes on one line (`outer: cause: root cause`), for logs.
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}

@@ -13,19 +13,74 @@ use crate::token::{TokenFile, TokenLayer};
 
 use crate::config::RemoteAccess;
 
-/// A client could not be built.
+/// A client could not be built. Retrying may help when the cause is outside the config
+/// (a CA URL that is down, a token not yet mounted); the agent retries with backoff.
 #[derive(Debug, thiserror::Error)]
-#[error("{what}: {reason}")]
-pub struct ClientError {
-    what: String,
-    reason: String,
-}
-
-fn cerr(what: impl Into<String>, reason: impl std::fmt::Display) -> ClientError {
-    ClientError {
-        what: what.into(),
-        reason: reason.to_string(),
-    }
+#[non_exhaustive]
+pub enum ClientError {
+    /// A kubeconfig file that cannot be read or used.
+    #[error("kubeconfig {path}")]
+    Kubeconfig {
+        /// Its path.
+        path: String,
+        /// Why.
+        #[source]
+        source: kube::config::KubeconfigError,
+    },
+    /// No kubeconfig given and not running in a pod.
+    #[error("in-cluster configuration")]
+    InCluster(#[source] kube::config::InClusterError),
+    /// `remoteAPIURL` is not a URL.
+    #[error("remoteAPIURL {url:?}")]
+    ApiUrl {
+        /// The value.
+        url: String,
+        /// Why.
+        #[source]
+        source: http::uri::InvalidUri,
+    },
+    /// `remoteCAURL` is not a URL.
+    #[error("remoteCAURL {url:?}")]
+    CaUrl {
+        /// The value.
+        url: String,
+        /// Why.
+        #[source]
+        source: http::uri::InvalidUri,
+    },
+    /// Fetching the CA from `remoteCAURL` failed.
+    #[error("remoteCAURL {url}")]
+    CaFetch {
+        /// The URL.
+        url: String,
+        /// Why.
+        #[source]
+        source: kube::Error,
+    },
+    /// `remoteCAURL` answered without a PEM certificate.
+    #[error("remoteCAURL {url}: no PEM certificate in the response")]
+    NoCertificate {
+        /// The URL.
+        url: String,
+    },
+    /// The bearer token file cannot be used.
+    #[error("remoteSATokenPath {path}")]
+    Token {
+        /// Its path.
+        path: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// kube-client refused the configuration.
+    #[error("{what} client")]
+    Build {
+        /// Which client.
+        what: &'static str,
+        /// Why.
+        #[source]
+        source: kube::Error,
+    },
 }
 
 /// The local cluster's client: from `kubeconfig`, or the in-cluster service account.
@@ -36,9 +91,12 @@ pub async fn local_client(
 ) -> Result<Client, ClientError> {
     let config = match kubeconfig {
         Some(path) => from_kubeconfig(path).await?,
-        None => Config::incluster().map_err(|e| cerr("in-cluster configuration", e))?,
+        None => Config::incluster().map_err(ClientError::InCluster)?,
     };
-    counted(config, counts).map_err(|e| cerr("local cluster client", e))
+    counted(config, counts).map_err(|source| ClientError::Build {
+        what: "local cluster",
+        source,
+    })
 }
 
 /// A client whose requests are counted under the API server's `host:port`.
@@ -65,57 +123,75 @@ pub async fn remote_client(
             ca_url,
             token_path,
         } => {
-            let uri = api_url
-                .parse()
-                .map_err(|e| cerr(format!("remoteAPIURL {api_url:?}"), e))?;
+            let uri = api_url.parse().map_err(|source| ClientError::ApiUrl {
+                url: api_url.clone(),
+                source,
+            })?;
             let mut config = Config::new(uri);
             if api_url.starts_with("https://") {
                 let pem = fetch_text(ca_url).await?;
                 let ders = pem_certificates(&pem);
                 if ders.is_empty() {
-                    return Err(cerr(
-                        format!("remoteCAURL {ca_url}"),
-                        "no PEM certificate in the response",
-                    ));
+                    return Err(ClientError::NoCertificate {
+                        url: ca_url.clone(),
+                    });
                 }
                 config.root_cert = Some(ders);
             }
-            let token = TokenFile::open(token_path)
-                .map_err(|e| cerr(format!("remoteSATokenPath {token_path}"), e))?;
+            let token = TokenFile::open(token_path).map_err(|source| ClientError::Token {
+                path: token_path.clone(),
+                source,
+            })?;
             let host = config
                 .cluster_url
                 .authority()
                 .map(|a| a.to_string())
                 .unwrap_or_default();
-            let builder =
-                ClientBuilder::try_from(config).map_err(|e| cerr("remote cluster client", e))?;
+            let builder = ClientBuilder::try_from(config).map_err(|source| ClientError::Build {
+                what: "remote cluster",
+                source,
+            })?;
             return Ok(builder
                 .with_layer(&TokenLayer(token))
                 .with_layer(&CountingLayer::new(host, counts.clone()))
                 .build());
         }
     };
-    counted(config, counts).map_err(|e| cerr("remote cluster client", e))
+    counted(config, counts).map_err(|source| ClientError::Build {
+        what: "remote cluster",
+        source,
+    })
 }
 
 async fn from_kubeconfig(path: &str) -> Result<Config, ClientError> {
-    let kc = Kubeconfig::read_from(path).map_err(|e| cerr(format!("kubeconfig {path}"), e))?;
+    let err = |source| ClientError::Kubeconfig {
+        path: path.to_string(),
+        source,
+    };
+    let kc = Kubeconfig::read_from(path).map_err(err)?;
     Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
         .await
-        .map_err(|e| cerr(format!("kubeconfig {path}"), e))
+        .map_err(err)
 }
 
 /// GETs `url` (http or https with the system's roots) and returns the body.
 async fn fetch_text(url: &str) -> Result<String, ClientError> {
-    let what = || format!("remoteCAURL {url}");
-    let uri: http::Uri = url.parse().map_err(|e| cerr(what(), e))?;
+    let bad_url = |source| ClientError::CaUrl {
+        url: url.to_string(),
+        source,
+    };
+    let fetch = |source| ClientError::CaFetch {
+        url: url.to_string(),
+        source,
+    };
+    let uri: http::Uri = url.parse().map_err(bad_url)?;
     let base = format!(
         "{}://{}",
         uri.scheme_str().unwrap_or("https"),
         uri.authority().map(|a| a.as_str()).unwrap_or("")
     );
-    let config = Config::new(base.parse().map_err(|e| cerr(what(), e))?);
-    let client = Client::try_from(config).map_err(|e| cerr(what(), e))?;
+    let config = Config::new(base.parse().map_err(bad_url)?);
+    let client = Client::try_from(config).map_err(fetch)?;
     let path = uri
         .path_and_query()
         .map(|p| p.as_str())
@@ -123,8 +199,8 @@ async fn fetch_text(url: &str) -> Result<String, ClientError> {
         .to_string();
     let req = http::Request::get(path)
         .body(Vec::new())
-        .map_err(|e| cerr(what(), e))?;
-    client.request_text(req).await.map_err(|e| cerr(what(), e))
+        .map_err(|e| fetch(kube::Error::HttpError(e)))?;
+    client.request_text(req).await.map_err(fetch)
 }
 
 /// The DER bytes of every `CERTIFICATE` block in a PEM document.

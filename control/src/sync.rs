@@ -16,13 +16,20 @@ use kube::runtime::watcher::{self, Event};
 use kube::runtime::{WatchStreamExt, reflector as reflect};
 use tokio::time::{Instant, sleep_until};
 
+use crate::backoff::Backoff;
 use crate::peers::{AnnotationKeys, DesiredPeer, SkipKind, Skipped, desired_peers};
 
 /// Where a remote's desired peers go (the binary implements it over the dataplane).
 pub trait PeerSink: Send + Sync + 'static {
     /// Make the tunnel's peers exactly `peers`.
-    fn apply(&self, peers: &[DesiredPeer]) -> Result<(), String>;
+    fn apply(&self, peers: &[DesiredPeer]) -> Result<(), ApplyError>;
 }
+
+/// The tunnel refused a peer set; nothing of it was applied. The sync loop retries with
+/// backoff.
+#[derive(Debug, thiserror::Error)]
+#[error("the tunnel refused the peer set")]
+pub struct ApplyError(#[source] pub Box<dyn std::error::Error + Send + Sync>);
 
 /// Changes arriving within this window are applied together.
 const DEBOUNCE: Duration = Duration::from_millis(200);
@@ -92,7 +99,7 @@ impl RemoteSync {
         tokio::pin!(shutdown);
         let mut listed = false;
         let mut due: Option<Instant> = None;
-        let mut retry = RETRY_MIN;
+        let mut retry = Backoff::new(RETRY_MIN, RETRY_MAX);
         let mut resync = (!self.resync.is_zero())
             .then(|| tokio::time::interval_at(Instant::now() + self.resync, self.resync));
         let mut last_skipped: Vec<Skipped> = Vec::new();
@@ -141,14 +148,14 @@ impl RemoteSync {
                             } else {
                                 tracing::debug!(cluster = %self.cluster, device = %self.device, peers = peers.len(), "peers applied");
                             }
-                            retry = RETRY_MIN;
+                            retry.reset();
                         }
                         Err(e) => {
                             status.syncs_failed.fetch_add(1, Relaxed);
                             status.requeues.fetch_add(1, Relaxed);
-                            tracing::error!(cluster = %self.cluster, device = %self.device, error = %e, retry_in = ?retry, "applying peers failed");
-                            due = Some(Instant::now() + retry);
-                            retry = (retry * 2).min(RETRY_MAX);
+                            let delay = retry.next_delay();
+                            tracing::error!(cluster = %self.cluster, device = %self.device, error = %crate::error_chain(&e), retry_in = ?delay, "applying peers failed");
+                            due = Some(Instant::now() + delay);
                         }
                     }
                 }

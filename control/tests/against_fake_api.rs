@@ -9,7 +9,7 @@ use control::advertise::{self, Advert, AdvertStatus};
 use control::config::{RemoteAccess, parse_cidr};
 use control::http_metrics::RequestCounts;
 use control::peers::{AnnotationKeys, DesiredPeer};
-use control::sync::{PeerSink, RemoteSync, SyncStatus};
+use control::sync::{ApplyError, PeerSink, RemoteSync, SyncStatus};
 use fake_apiserver::{FakeApiServer, Options};
 use k8s_openapi::api::core::v1::{Node, NodeAddress, NodeSpec, NodeStatus};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -91,7 +91,7 @@ fn token_access(s: &FakeApiServer, token_path: &std::path::Path) -> RemoteAccess
 struct Recorder(Mutex<Vec<Vec<DesiredPeer>>>);
 
 impl PeerSink for Recorder {
-    fn apply(&self, peers: &[DesiredPeer]) -> Result<(), String> {
+    fn apply(&self, peers: &[DesiredPeer]) -> Result<(), ApplyError> {
         self.0.lock().unwrap().push(peers.to_vec());
         Ok(())
     }

@@ -2,8 +2,9 @@ use std::time::Duration;
 
 use super::*;
 
+/// The error and its causes, as the binary prints them.
 fn parse_err(text: &str) -> String {
-    parse(text).unwrap_err().0
+    crate::error_chain(&parse(text).unwrap_err())
 }
 
 const TWO_REMOTES: &str = r#"{
@@ -90,8 +91,12 @@ fn resync_period_forms() {
     for bad in [
         r#""10""#, r#""-1s""#, r#""1x""#, r#""""#, "-5", "true", r#""s""#,
     ] {
-        let e = period(bad).unwrap_err().0;
-        assert!(e.contains("remotes[0].resyncPeriod"), "{bad}: {e}");
+        let e = parse_err(&one_remote(&format!(r#","resyncPeriod":{bad}"#)));
+        assert!(e.starts_with("remotes[0].resyncPeriod: "), "{bad}: {e}");
+        assert!(matches!(
+            period(bad),
+            Err(ConfigError::InvalidDuration { .. })
+        ));
     }
 }
 

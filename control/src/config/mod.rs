@@ -9,6 +9,12 @@ use ip_network::IpNetwork;
 use serde::Deserialize;
 use serde_json::Value;
 
+mod duration;
+mod error;
+
+pub use duration::{DurationError, parse_go_duration};
+pub use error::ConfigError;
+
 /// Default MTU of each WireGuard device.
 pub const DEFAULT_MTU: u16 = 1420;
 /// Default UDP listen port of each WireGuard device.
@@ -76,15 +82,6 @@ impl RemoteCluster {
     }
 }
 
-/// Why a config was refused.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error("{0}")]
-pub struct ConfigError(pub String);
-
-fn err<T>(msg: impl Into<String>) -> Result<T, ConfigError> {
-    Err(ConfigError(msg.into()))
-}
-
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct RawConfig {
@@ -143,11 +140,9 @@ const REMOTE_FIELDS: &[&str] = &[
 /// Parses and validates a config file's contents. Returns the config and warnings (unknown
 /// fields) to log.
 pub fn parse(text: &str) -> Result<(ClustersConfig, Vec<String>), ConfigError> {
-    let value: Value =
-        serde_json::from_str(text).map_err(|e| ConfigError(format!("invalid JSON: {e}")))?;
+    let value: Value = serde_json::from_str(text).map_err(ConfigError::Json)?;
     let warnings = unknown_fields(&value);
-    let raw: RawConfig =
-        serde_json::from_value(value).map_err(|e| ConfigError(format!("invalid config: {e}")))?;
+    let raw: RawConfig = serde_json::from_value(value).map_err(ConfigError::Shape)?;
     Ok((validate(raw)?, warnings))
 }
 
@@ -184,36 +179,35 @@ fn check_name(field: &str, name: &str) -> Result<(), ConfigError> {
     if ok {
         Ok(())
     } else {
-        err(format!(
-            "{field}: {name:?} is not a valid cluster name (lowercase letters, digits and '-')"
-        ))
+        Err(ConfigError::InvalidName {
+            field: field.to_string(),
+            name: name.to_string(),
+        })
     }
 }
 
 fn validate(raw: RawConfig) -> Result<ClustersConfig, ConfigError> {
     if raw.local.name.is_empty() {
-        return err("Configuration is missing local cluster name (local.name)");
+        return Err(ConfigError::MissingLocalName);
     }
     check_name("local.name", &raw.local.name)?;
     if raw.remotes.is_empty() {
-        return err("No remote cluster configuration defined (remotes)");
+        return Err(ConfigError::NoRemotes);
     }
     let mut remotes: Vec<RemoteCluster> = Vec::with_capacity(raw.remotes.len());
     for (i, r) in raw.remotes.into_iter().enumerate() {
         let at = format!("remotes[{i}]");
         if r.name.is_empty() {
-            return err(format!(
-                "Configuration is missing remote cluster name ({at}.name)"
-            ));
+            return Err(ConfigError::MissingRemoteName { at });
         }
         check_name(&format!("{at}.name"), &r.name)?;
         let device = format!("{DEVICE_PREFIX}{}", r.name);
         if device.len() > MAX_IFNAME {
-            return err(format!(
-                "{at}.name: device name {device:?} is {} bytes, over the {MAX_IFNAME}-byte limit (names of at most {} characters)",
-                device.len(),
-                MAX_IFNAME - DEVICE_PREFIX.len()
-            ));
+            return Err(ConfigError::DeviceNameTooLong {
+                field: format!("{at}.name"),
+                device,
+                max: MAX_IFNAME,
+            });
         }
         let access = if !r.kube_config_path.is_empty() {
             RemoteAccess::KubeConfig(r.kube_config_path)
@@ -227,52 +221,65 @@ fn validate(raw: RawConfig) -> Result<ClustersConfig, ConfigError> {
                 token_path: r.remote_sa_token_path,
             }
         } else {
-            return err(format!(
-                "Insufficient configuration to create remote cluster client ({at}). Set kubeConfigPath or remoteAPIURL and remoteCAURL and remoteSATokenPath"
-            ));
+            return Err(ConfigError::NoRemoteAccess { at });
         };
         if r.pod_subnet.is_empty() {
-            return err(format!(
-                "No pod subnet defined for remote cluster ({at}.podSubnet)"
-            ));
+            return Err(ConfigError::MissingPodSubnet { at });
         }
-        let pod_subnet = parse_cidr(&r.pod_subnet).ok_or_else(|| {
-            ConfigError(format!("{at}.podSubnet: invalid CIDR {:?}", r.pod_subnet))
+        let pod_subnet = parse_cidr(&r.pod_subnet).ok_or_else(|| ConfigError::InvalidCidr {
+            field: format!("{at}.podSubnet"),
+            value: r.pod_subnet.clone(),
         })?;
         let mtu = match r.wg_device_mtu {
             0 => DEFAULT_MTU,
             m @ 576..=65535 => m as u16,
-            m => return err(format!("{at}.wgDeviceMTU: {m} is outside 576..65535")),
+            value => {
+                return Err(ConfigError::MtuOutOfRange {
+                    field: format!("{at}.wgDeviceMTU"),
+                    value,
+                });
+            }
         };
         let listen_port = match r.wg_listen_port {
             0 => DEFAULT_LISTEN_PORT,
             p @ 1..=65535 => p as u16,
-            p => return err(format!("{at}.wgListenPort: {p} is not a UDP port")),
+            value => {
+                return Err(ConfigError::InvalidPort {
+                    field: format!("{at}.wgListenPort"),
+                    value,
+                });
+            }
         };
         let resync_period = match &r.resync_period {
             None | Some(Value::Null) => Duration::ZERO,
-            Some(v) => {
-                parse_resync(v).map_err(|e| ConfigError(format!("{at}.resyncPeriod: {e}")))?
-            }
+            Some(v) => duration::from_json(v).map_err(|source| ConfigError::InvalidDuration {
+                field: format!("{at}.resyncPeriod"),
+                source,
+            })?,
         };
         for (j, other) in remotes.iter().enumerate() {
             let prev = format!("remotes[{j}]");
             if other.name == r.name {
-                return err(format!(
-                    "{at}.name: duplicate remote name {:?} (also {prev}.name)",
-                    r.name
-                ));
+                return Err(ConfigError::DuplicateName {
+                    field: format!("{at}.name"),
+                    name: r.name,
+                    other: prev,
+                });
             }
             if other.listen_port == listen_port {
-                return err(format!(
-                    "{at}.wgListenPort: port {listen_port} is already used by {prev}"
-                ));
+                return Err(ConfigError::DuplicatePort {
+                    field: format!("{at}.wgListenPort"),
+                    port: listen_port,
+                    other: prev,
+                });
             }
             if overlaps(&other.pod_subnet, &pod_subnet) {
-                return err(format!(
-                    "{at}.podSubnet: {pod_subnet} overlaps {} of {prev}",
-                    other.pod_subnet
-                ));
+                return Err(ConfigError::OverlappingSubnets {
+                    field: format!("{at}.podSubnet"),
+                    subnet: pod_subnet,
+                    other_subnet: other.pod_subnet,
+                    other: prev,
+                });
             }
         }
         remotes.push(RemoteCluster {
@@ -308,66 +315,6 @@ pub fn parse_cidr(s: &str) -> Option<IpNetwork> {
 /// True when two prefixes share any address.
 pub fn overlaps(a: &IpNetwork, b: &IpNetwork) -> bool {
     a.contains(b.network_address()) || b.contains(a.network_address())
-}
-
-fn parse_resync(v: &Value) -> Result<Duration, String> {
-    match v {
-        Value::Number(n) => n
-            .as_u64()
-            .map(Duration::from_nanos)
-            .ok_or_else(|| format!("{n} is not a non-negative number of nanoseconds")),
-        Value::String(s) => parse_go_duration(s),
-        other => Err(format!(
-            "expected a duration string or nanoseconds, got {other}"
-        )),
-    }
-}
-
-/// Parses Go's `time.ParseDuration` syntax (`"10s"`, `"1m30s"`, `"1.5h"`, `"300ms"`, `"0"`),
-/// non-negative only.
-pub fn parse_go_duration(s: &str) -> Result<Duration, String> {
-    let bad = || format!("invalid duration {s:?}");
-    let body = s.strip_prefix('+').unwrap_or(s);
-    if body.starts_with('-') {
-        return Err(format!("negative duration {s:?}"));
-    }
-    if body == "0" {
-        return Ok(Duration::ZERO);
-    }
-    if body.is_empty() {
-        return Err(bad());
-    }
-    let mut total = 0f64;
-    let mut rest = body;
-    while !rest.is_empty() {
-        let num_end = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .ok_or_else(bad)?;
-        let (num, tail) = rest.split_at(num_end);
-        if num.is_empty() || num == "." {
-            return Err(bad());
-        }
-        let value: f64 = num.parse().map_err(|_| bad())?;
-        let unit_end = tail
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(tail.len());
-        let (unit, next) = tail.split_at(unit_end);
-        let nanos_per = match unit {
-            "ns" => 1.0,
-            "us" | "µs" | "μs" => 1e3,
-            "ms" => 1e6,
-            "s" => 1e9,
-            "m" => 60e9,
-            "h" => 3600e9,
-            _ => return Err(bad()),
-        };
-        total += value * nanos_per;
-        rest = next;
-    }
-    if !total.is_finite() || total > u64::MAX as f64 {
-        return Err(bad());
-    }
-    Ok(Duration::from_nanos(total.round() as u64))
 }
 
 #[cfg(test)]

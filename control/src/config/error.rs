@@ -1,0 +1,128 @@
+//! Why a clusters config was refused. Every variant names the field at fault (`at` is
+//! the remote's position, e.g. `remotes[1]`); the first five keep the Go original's
+//! messages word for word. Nothing is started from a refused config: fix the file.
+
+/// A config that cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file is not JSON.
+    #[error("invalid JSON")]
+    Json(#[source] serde_json::Error),
+    /// The JSON does not have the config's shape (a string where a number belongs, say).
+    #[error("invalid config")]
+    Shape(#[source] serde_json::Error),
+    /// `local.name` is missing.
+    #[error("Configuration is missing local cluster name (local.name)")]
+    MissingLocalName,
+    /// `remotes` is missing or empty.
+    #[error("No remote cluster configuration defined (remotes)")]
+    NoRemotes,
+    /// A remote without a name.
+    #[error("Configuration is missing remote cluster name ({at}.name)")]
+    MissingRemoteName {
+        /// Which remote.
+        at: String,
+    },
+    /// A remote with neither a kubeconfig nor the API URL, CA URL and token path.
+    #[error(
+        "Insufficient configuration to create remote cluster client ({at}). Set kubeConfigPath or remoteAPIURL and remoteCAURL and remoteSATokenPath"
+    )]
+    NoRemoteAccess {
+        /// Which remote.
+        at: String,
+    },
+    /// A remote without `podSubnet`.
+    #[error("No pod subnet defined for remote cluster ({at}.podSubnet)")]
+    MissingPodSubnet {
+        /// Which remote.
+        at: String,
+    },
+    /// A cluster name that is not a DNS label.
+    #[error("{field}: {name:?} is not a valid cluster name (lowercase letters, digits and '-')")]
+    InvalidName {
+        /// The field.
+        field: String,
+        /// Its value.
+        name: String,
+    },
+    /// `wireguard.<name>` does not fit a Linux interface name.
+    #[error(
+        "{field}: device name {device:?} is {} bytes, over the {max}-byte limit (names of at most {} characters)",
+        device.len(),
+        max - super::DEVICE_PREFIX.len()
+    )]
+    DeviceNameTooLong {
+        /// The field.
+        field: String,
+        /// The device name it would give.
+        device: String,
+        /// The limit.
+        max: usize,
+    },
+    /// A prefix that does not parse.
+    #[error("{field}: invalid CIDR {value:?}")]
+    InvalidCidr {
+        /// The field.
+        field: String,
+        /// Its value.
+        value: String,
+    },
+    /// An MTU outside 576..65535.
+    #[error("{field}: {value} is outside 576..65535")]
+    MtuOutOfRange {
+        /// The field.
+        field: String,
+        /// Its value.
+        value: u64,
+    },
+    /// A port outside 1..65535.
+    #[error("{field}: {value} is not a UDP port")]
+    InvalidPort {
+        /// The field.
+        field: String,
+        /// Its value.
+        value: u64,
+    },
+    /// A duration that does not parse.
+    #[error("{field}")]
+    InvalidDuration {
+        /// The field.
+        field: String,
+        /// Why.
+        #[source]
+        source: super::duration::DurationError,
+    },
+    /// Two remotes with one name.
+    #[error("{field}: duplicate remote name {name:?} (also {other}.name)")]
+    DuplicateName {
+        /// The later remote's field.
+        field: String,
+        /// The name.
+        name: String,
+        /// The earlier remote.
+        other: String,
+    },
+    /// Two remotes on one UDP port.
+    #[error("{field}: port {port} is already used by {other}")]
+    DuplicatePort {
+        /// The later remote's field.
+        field: String,
+        /// The port.
+        port: u16,
+        /// The earlier remote.
+        other: String,
+    },
+    /// Two remotes whose pod subnets share addresses.
+    #[error("{field}: {subnet} overlaps {other_subnet} of {other}")]
+    OverlappingSubnets {
+        /// The later remote's field.
+        field: String,
+        /// Its subnet.
+        subnet: ip_network::IpNetwork,
+        /// The earlier remote's subnet.
+        other_subnet: ip_network::IpNetwork,
+        /// The earlier remote.
+        other: String,
+    },
+}

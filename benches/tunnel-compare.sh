@@ -5,6 +5,9 @@
 #
 #   sudo benches/tunnel-compare.sh [-t SECONDS] [-r ROUNDS] [-i "ours wggo boringtun gotatun"] [--install]
 #
+# To compare two builds of ours (before/after a change), point SWG_BASE_BIN at the other
+# binary and add "base" to -i: `SWG_BASE_BIN=/tmp/swg-base benches/tunnel-compare.sh -i "base ours"`.
+#
 # Per implementation and round: iperf3 TCP 1 stream, TCP 4 streams, UDP (-b 0 -l 1300:
 # goodput and loss), idle ping RTT (mean and median), UdpRcvbufErrors at the receiver (nstat) during the
 # single-stream test, and CPU seconds of both tunnel processes per GB moved in that test.
@@ -38,6 +41,7 @@ OURS="$PWD/target/release/semaphore-wireguard"
 cmd_for() {
     case $1 in
         ours) echo "$OURS tunnel -f --log-level warn" ;;
+        base) echo "$SWG_BASE_BIN tunnel -f --log-level warn" ;;
         wggo) echo "env LOG_LEVEL=error wireguard-go -f" ;;
         boringtun) echo "boringtun-cli -f --disable-drop-privileges" ;;
         gotatun) echo "gotatun -f --disable-drop-privileges" ;;
@@ -46,6 +50,7 @@ cmd_for() {
 available() {
     case $1 in
         ours) [ -x "$OURS" ] ;;
+        base) [ -n "${SWG_BASE_BIN:-}" ] && [ -x "$SWG_BASE_BIN" ] ;;
         wggo) command -v wireguard-go >/dev/null ;;
         boringtun) command -v boringtun-cli >/dev/null ;;
         gotatun) command -v gotatun >/dev/null ;;
@@ -54,6 +59,7 @@ available() {
 version_of() {
     case $1 in
         ours) "$OURS" --version ;;
+        base) "$SWG_BASE_BIN" --version ;;
         wggo) wireguard-go --version 2>&1 | head -1 ;;
         boringtun) boringtun-cli --version 2>&1 | head -1 ;;
         gotatun) gotatun --version 2>&1 | head -1 ;;

@@ -38,14 +38,24 @@ pub struct Batch {
 struct Meta {
     offset: u32,
     len: u32,
-    stride: u32,
+    /// Who the packet is for ([`NO_TAG`]: nobody in particular): senders count by it.
+    tag: u32,
+    /// GRO segment size (kernel `gso_size` is 16 bits).
+    stride: u16,
+    /// Set by a send that failed for this packet.
+    failed: bool,
     addr: SocketAddr,
 }
+
+/// The tag of a packet that belongs to no peer (a cookie reply, a received packet).
+pub const NO_TAG: u32 = u32::MAX;
 
 const EMPTY: Meta = Meta {
     offset: 0,
     len: 0,
+    tag: NO_TAG,
     stride: 0,
+    failed: false,
     addr: UNSPECIFIED,
 };
 
@@ -180,7 +190,26 @@ impl Batch {
 
     /// The GRO segment size of filled slot `i` (0 = a single datagram).
     pub fn stride(&self, i: usize) -> usize {
-        self.meta[i].stride as usize
+        usize::from(self.meta[i].stride)
+    }
+
+    /// The tag filled slot `i` was committed with ([`NO_TAG`] if none).
+    #[inline]
+    pub fn tag(&self, i: usize) -> u32 {
+        self.meta[i].tag
+    }
+
+    /// Marks packets `i..i + n` as not sent (senders call this).
+    pub fn mark_failed(&mut self, i: usize, n: usize) {
+        for m in &mut self.meta[i..i + n] {
+            m.failed = true;
+        }
+    }
+
+    /// True when a send failed for filled slot `i`.
+    #[inline]
+    pub fn failed(&self, i: usize) -> bool {
+        self.meta[i].failed
     }
 
     /// The whole buffer of the next free slot, to be written and then [`Batch::commit`]ted.
@@ -219,6 +248,12 @@ impl Batch {
     /// Marks the next free slot as filled with `len` bytes for `addr`.
     #[inline]
     pub fn commit(&mut self, len: usize, addr: SocketAddr, stride: usize) {
+        self.commit_tagged(len, addr, stride, NO_TAG);
+    }
+
+    /// Like [`Batch::commit`], for a packet tagged `tag` (the peer it goes to).
+    #[inline]
+    pub fn commit_tagged(&mut self, len: usize, addr: SocketAddr, stride: usize, tag: u32) {
         let offset = match &mut self.packed {
             None => self.headroom,
             Some(p) => {
@@ -231,7 +266,9 @@ impl Batch {
         self.meta[self.len] = Meta {
             offset: offset as u32,
             len: len as u32,
-            stride: stride as u32,
+            tag,
+            stride: stride.min(usize::from(u16::MAX)) as u16,
+            failed: false,
             addr,
         };
         self.len += 1;
@@ -253,7 +290,7 @@ impl Batch {
     pub fn datagrams(&self) -> impl Iterator<Item = (&[u8], SocketAddr)> {
         (0..self.len).flat_map(move |i| {
             let (pkt, addr) = (self.packet(i), self.meta[i].addr);
-            let stride = match self.meta[i].stride as usize {
+            let stride = match usize::from(self.meta[i].stride) {
                 0 => pkt.len().max(1),
                 s => s,
             };

@@ -23,7 +23,7 @@ use crate::io::{TunIo, UdpIo};
 use crate::key::Key;
 use crate::outbound::{self, Handoff};
 use crate::packet::{self, MSG_DATA, MSG_HANDSHAKE_INIT, MSG_HANDSHAKE_RESPONSE, Message};
-use crate::peers::{Peer, PeerTable};
+use crate::peers::PeerTable;
 use crate::stats::{DeviceCounters, DropReason};
 use crate::wake::{Token, Waiter};
 
@@ -119,7 +119,7 @@ pub(crate) fn run<T: TunIo, S: UdpIo>(
             .received(input.datagrams().count() as u64, input.bytes());
         for (datagram, src) in input.datagrams() {
             if out.to_tun.is_full() || out.to_net.is_full() {
-                out.flush(tun, &**socket, &data.counters);
+                out.flush(tun, &**socket, &table, &data.counters);
             }
             let mut more = receive_datagram(
                 &table,
@@ -131,13 +131,13 @@ pub(crate) fn run<T: TunIo, S: UdpIo>(
                 &mut routes,
             );
             while let Some(pos) = more {
-                out.flush(tun, &**socket, &data.counters);
+                out.flush(tun, &**socket, &table, &data.counters);
                 let peer = &table.peers[pos];
                 let dst = peer.endpoint().unwrap_or(src);
-                more = drain_into(&mut peer.tunn(), peer, dst, &mut out.to_net).then_some(pos);
+                more = drain_into(&mut peer.tunn(), pos, dst, &mut out.to_net).then_some(pos);
             }
         }
-        out.flush(tun, &**socket, &data.counters);
+        out.flush(tun, &**socket, &table, &data.counters);
         if std::mem::take(&mut out.wrote_tun)
             && let Err(e) = handoff.reply_inline(|buffers| outbound::pump(data, tun, buffers))
         {
@@ -156,7 +156,13 @@ pub(crate) struct Outputs {
 }
 
 impl Outputs {
-    fn flush<T: TunIo, U: UdpIo>(&mut self, tun: &T, udp: &U, counters: &DeviceCounters) {
+    fn flush<T: TunIo, U: UdpIo>(
+        &mut self,
+        tun: &T,
+        udp: &U,
+        table: &PeerTable,
+        counters: &DeviceCounters,
+    ) {
         if !self.to_tun.is_empty() {
             let failed = tun.send_batch(&mut self.to_tun);
             counters.drop_packets(DropReason::SendError, failed as u64);
@@ -164,8 +170,8 @@ impl Outputs {
             self.wrote_tun = true;
         }
         if !self.to_net.is_empty() {
-            let failed = udp.send_batch(&self.to_net);
-            counters.sent_batch(&self.to_net, failed);
+            udp.send_batch(&mut self.to_net);
+            table.count_sent(&self.to_net, counters);
             self.to_net.clear();
         }
     }
@@ -262,8 +268,7 @@ pub(crate) fn receive_datagram<'t>(
         match tunn.decapsulate(Some(src.ip()), datagram, slot) {
             TunnResult::WriteToNetwork(reply) => {
                 let (n, reply_kind) = (reply.len(), reply.first().copied());
-                out.to_net.commit(n, src, 0);
-                peer.counters.sent(n);
+                out.to_net.commit_tagged(n, src, 0, pos as u32);
                 // Only a completed handshake authenticates the sender; a cookie reply
                 // (the peer's Tunn under load) proves nothing about `src`.
                 let completed = matches!(
@@ -289,18 +294,17 @@ pub(crate) fn receive_datagram<'t>(
     }
     peer.timers.on_authenticated_packet_traversal(now_ms);
     // A new or newly current session may release packets queued during the handshake.
-    drain_into(&mut tunn, peer, src, &mut out.to_net).then_some(pos)
+    drain_into(&mut tunn, pos, src, &mut out.to_net).then_some(pos)
 }
 
-/// Moves packets queued in `tunn` into `to_net` for `dst`; true if it stopped because
-/// `to_net` is full (call again after flushing).
-fn drain_into(tunn: &mut Tunn, peer: &Peer, dst: SocketAddr, to_net: &mut Batch) -> bool {
+/// Moves packets queued in `tunn` (the peer at `pos`) into `to_net` for `dst`; true if it
+/// stopped because `to_net` is full (call again after flushing).
+fn drain_into(tunn: &mut Tunn, pos: usize, dst: SocketAddr, to_net: &mut Batch) -> bool {
     while let Some(slot) = to_net.next_slot() {
         match tunn.decapsulate(None, &[], slot) {
             TunnResult::WriteToNetwork(p) => {
                 let n = p.len();
-                to_net.commit(n, dst, 0);
-                peer.counters.sent(n);
+                to_net.commit_tagged(n, dst, 0, pos as u32);
             }
             _ => return false,
         }

@@ -42,13 +42,13 @@ pub trait UdpIo: Send + Sync + 'static {
     /// GRO-coalesced datagrams (see [`Batch::stride`]).
     fn recv_batch(&self, batch: &mut Batch) -> io::Result<bool>;
 
-    /// Sends every filled slot to its address; returns how many failed. Waits (briefly,
-    /// bounded) for room in the socket buffer.
-    fn send_batch(&self, batch: &Batch) -> usize;
+    /// Sends every filled slot to its address; returns how many failed, and marks them
+    /// ([`Batch::failed`]). Waits (briefly, bounded) for room in the socket buffer.
+    fn send_batch(&self, batch: &mut Batch) -> usize;
 
     /// Like [`UdpIo::send_batch`], but never waits: what meets a full socket buffer counts
     /// as failed. For senders that must not block (the tick runs on a tokio worker).
-    fn try_send_batch(&self, batch: &Batch) -> usize;
+    fn try_send_batch(&self, batch: &mut Batch) -> usize;
 }
 
 /// Opens UDP sockets: the tunnel rebinds when its listen port changes.

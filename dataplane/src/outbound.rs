@@ -124,6 +124,11 @@ pub(crate) fn pump<T: TunIo, S: UdpIo>(
     };
     route(&table, input, order, &data.counters);
     output.clear();
+    let mut send = |output: &mut Batch| {
+        socket.send_batch(output);
+        table.count_sent(output, &data.counters);
+        output.clear();
+    };
     encapsulate(
         &table,
         input,
@@ -131,10 +136,10 @@ pub(crate) fn pump<T: TunIo, S: UdpIo>(
         output,
         &data.counters,
         data.clock.coarse_ms(),
+        &mut send,
     );
     if !output.is_empty() {
-        let failed = socket.send_batch(output);
-        data.counters.sent_batch(output, failed);
+        send(output);
     }
     Ok(load)
 }
@@ -163,7 +168,8 @@ pub(crate) fn route(
 }
 
 /// Encapsulates routed packets peer by peer into `output` (one datagram at most per
-/// packet), taking each peer's lock once.
+/// packet), taking each peer's lock once. When `output` fills up (large packets), `send`
+/// empties it and sealing goes on.
 pub(crate) fn encapsulate(
     table: &PeerTable,
     input: &Batch,
@@ -171,6 +177,7 @@ pub(crate) fn encapsulate(
     output: &mut Batch,
     counters: &DeviceCounters,
     now_ms: u64,
+    send: &mut dyn FnMut(&mut Batch),
 ) {
     for group in order.chunk_by(|a, b| a.0 == b.0) {
         let peer = &table.peers[group[0].0];
@@ -180,7 +187,10 @@ pub(crate) fn encapsulate(
         };
         let mut tunn = peer.tunn();
         let mut sent = false;
-        for &(_, i) in group {
+        for &(pos, i) in group {
+            if output.is_full() {
+                send(output);
+            }
             let Some(slot) = output.next_slot() else {
                 counters.drop_packets(DropReason::SendError, 1);
                 continue;
@@ -188,8 +198,7 @@ pub(crate) fn encapsulate(
             match tunn.encapsulate(input.packet(i), slot) {
                 TunnResult::WriteToNetwork(datagram) => {
                     let n = datagram.len();
-                    output.commit(n, endpoint, 0);
-                    peer.counters.sent(n);
+                    output.commit_tagged(n, endpoint, 0, pos as u32);
                     sent = true;
                 }
                 TunnResult::Err(e) => {

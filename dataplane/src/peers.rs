@@ -12,9 +12,10 @@ use boringtun::noise::rate_limiter::RateLimiter;
 use boringtun::x25519;
 
 use crate::allowed_ips::AllowedIps;
+use crate::batch::Batch;
 use crate::config::TunnelConfig;
 use crate::key::Key;
-use crate::stats::PeerCounters;
+use crate::stats::{DeviceCounters, PeerCounters};
 use crate::timers::PeerTimers;
 
 /// Handshake initiations per second before cookies are demanded (as boringtun's device).
@@ -75,6 +76,26 @@ pub(crate) struct PeerTable {
 }
 
 impl PeerTable {
+    /// Counts a batch after its send: what the socket accepted, for the interface and for
+    /// each packet's peer (its tag is the peer's position in this table); what it did not,
+    /// as send errors.
+    pub(crate) fn count_sent(&self, batch: &Batch, counters: &DeviceCounters) {
+        let (mut packets, mut bytes, mut failed) = (0u64, 0u64, 0u64);
+        for i in 0..batch.len() {
+            if batch.failed(i) {
+                failed += 1;
+                continue;
+            }
+            let len = batch.packet(i).len();
+            packets += 1;
+            bytes += len as u64;
+            if let Some(peer) = self.peers.get(batch.tag(i) as usize) {
+                peer.counters.sent(len);
+            }
+        }
+        counters.sent(packets, bytes, failed);
+    }
+
     /// Position of the peer with this static key.
     pub(crate) fn by_key(&self, key: &Key) -> Option<&Arc<Peer>> {
         self.by_key.get(key).map(|&i| &self.peers[i])

@@ -98,15 +98,14 @@ impl DeviceCounters {
         self.rx_bytes.fetch_add(bytes, Relaxed);
     }
 
-    /// Records a sent batch of which `failed` datagrams could not be sent.
+    /// Records datagrams the socket accepted, and those it did not as send errors.
     #[inline]
-    pub(crate) fn sent_batch(&self, batch: &crate::batch::Batch, failed: usize) {
+    pub(crate) fn sent(&self, packets: u64, bytes: u64, failed: u64) {
         if failed > 0 {
-            self.drop_packets(DropReason::SendError, failed as u64);
+            self.drop_packets(DropReason::SendError, failed);
         }
-        self.tx_packets
-            .fetch_add((batch.len() - failed.min(batch.len())) as u64, Relaxed);
-        self.tx_bytes.fetch_add(batch.bytes(), Relaxed);
+        self.tx_packets.fetch_add(packets, Relaxed);
+        self.tx_bytes.fetch_add(bytes, Relaxed);
     }
 
     /// Outer traffic so far.

@@ -324,14 +324,19 @@ impl UdpIo for MemUdp {
         })
     }
 
-    fn send_batch(&self, batch: &Batch) -> usize {
-        (0..batch.len())
-            .filter(|&i| !self.net.inject(self.addr, batch.addr(i), batch.packet(i)))
-            .count()
+    fn send_batch(&self, batch: &mut Batch) -> usize {
+        let mut failed = 0;
+        for i in 0..batch.len() {
+            if !self.net.inject(self.addr, batch.addr(i), batch.packet(i)) {
+                batch.mark_failed(i, 1);
+                failed += 1;
+            }
+        }
+        failed
     }
 
     /// The in-memory network never fills up, so this never has to wait either.
-    fn try_send_batch(&self, batch: &Batch) -> usize {
+    fn try_send_batch(&self, batch: &mut Batch) -> usize {
         self.send_batch(batch)
     }
 }

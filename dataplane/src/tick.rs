@@ -15,6 +15,7 @@ use boringtun::noise::errors::WireGuardError;
 use crate::batch::Batch;
 use crate::datapath::DataPath;
 use crate::io::UdpIo;
+use crate::peers::PeerTable;
 
 const TICK: Duration = Duration::from_millis(250);
 
@@ -41,9 +42,9 @@ pub(crate) async fn run<S: UdpIo>(data: Arc<DataPath<S>>) {
             continue;
         };
         out.clear();
-        for peer in &table.peers {
+        for (pos, peer) in table.peers.iter().enumerate() {
             if out.capacity() - out.len() < 2 {
-                flush(&data, &*socket, &mut out);
+                flush(&data, &table, &*socket, &mut out);
             }
             let endpoint = peer.endpoint();
             let mut tunn = peer.tunn();
@@ -53,8 +54,7 @@ pub(crate) async fn run<S: UdpIo>(data: Arc<DataPath<S>>) {
                     TunnResult::WriteToNetwork(p) => {
                         let n = p.len();
                         if let Some(ep) = endpoint {
-                            out.commit(n, ep, 0);
-                            peer.counters.sent(n);
+                            out.commit_tagged(n, ep, 0, pos as u32);
                             sent = true;
                         }
                     }
@@ -70,23 +70,22 @@ pub(crate) async fn run<S: UdpIo>(data: Arc<DataPath<S>>) {
                 && let TunnResult::WriteToNetwork(p) = tunn.encapsulate(&[], slot)
             {
                 let n = p.len();
-                out.commit(n, ep, 0);
-                peer.counters.sent(n);
+                out.commit_tagged(n, ep, 0, pos as u32);
                 sent = true;
             }
             if sent {
                 peer.timers.on_authenticated_packet_traversal(now_ms);
             }
         }
-        flush(&data, &*socket, &mut out);
+        flush(&data, &table, &*socket, &mut out);
     }
 }
 
 /// Sends what the tick produced without waiting for room in the socket buffer.
-fn flush<S: UdpIo>(data: &DataPath<S>, socket: &S, out: &mut Batch) {
+fn flush<S: UdpIo>(data: &DataPath<S>, table: &PeerTable, socket: &S, out: &mut Batch) {
     if !out.is_empty() {
-        let failed = socket.try_send_batch(out);
-        data.counters.sent_batch(out, failed);
+        socket.try_send_batch(out);
+        table.count_sent(out, &data.counters);
         out.clear();
     }
 }

@@ -240,59 +240,65 @@ impl UdpIo for UdpSocket {
         drained
     }
 
-    fn send_batch(&self, batch: &Batch) -> usize {
+    fn send_batch(&self, batch: &mut Batch) -> usize {
         self.send_all(batch, true)
     }
 
-    fn try_send_batch(&self, batch: &Batch) -> usize {
+    fn try_send_batch(&self, batch: &mut Batch) -> usize {
         self.send_all(batch, false)
     }
 }
 
 impl UdpSocket {
     /// Sends a batch (see [`UdpIo::send_batch`]); returns how many datagrams failed.
-    fn send_all(&self, batch: &Batch, wait: bool) -> usize {
-        let max_segments = if self.gso.load(Relaxed) {
-            self.state.max_gso_segments()
-        } else {
-            1
-        };
+    fn send_all(&self, batch: &mut Batch, wait: bool) -> usize {
         let mut failed = 0;
         let mut i = 0;
         while i < batch.len() {
+            let max_segments = if self.gso.load(Relaxed) {
+                self.state.max_gso_segments()
+            } else {
+                1
+            };
             let run = gso_run(batch, i, max_segments);
             // Runs of a packed batch already lie back to back: one sendmsg with
             // UDP_SEGMENT, no copy. Anything else goes datagram by datagram.
-            let Some(bytes) = batch.run(i, run).filter(|_| run > 1) else {
-                match self.send_one(batch.packet(i), batch.addr(i), None, wait) {
-                    Ok(()) => {}
-                    Err(e) if stalled(&e) => return failed + batch.len() - i,
-                    Err(_) => failed += 1,
-                }
-                i += 1;
-                continue;
-            };
-            let size = batch.packet(i).len();
-            if let Err(e) = self.send_one(bytes, batch.addr(i), Some(size), wait) {
-                if stalled(&e) {
-                    return failed + batch.len() - i;
-                }
-                if matches!(e.raw_os_error(), Some(libc::EIO) | Some(libc::EINVAL)) {
-                    // The device or kernel cannot segment: fall back for good.
-                    tracing::info!(error = %e, "UDP GSO refused; sending datagrams one by one");
-                    self.gso.store(false, Relaxed);
-                    for k in i..i + run {
-                        match self.send_one(batch.packet(k), batch.addr(k), None, wait) {
-                            Ok(()) => {}
-                            Err(e) if stalled(&e) => return failed + batch.len() - k,
-                            Err(_) => failed += 1,
+            let sent = match batch.run(i, run).filter(|_| run > 1) {
+                Some(bytes) => {
+                    let size = batch.packet(i).len();
+                    match self.send_one(bytes, batch.addr(i), Some(size), wait) {
+                        Err(e) if matches!(e.raw_os_error(), Some(libc::EIO | libc::EINVAL)) => {
+                            // The device or kernel cannot segment: fall back for good.
+                            tracing::info!(error = %e, "UDP GSO refused; sending datagrams one by one");
+                            self.gso.store(false, Relaxed);
+                            continue;
                         }
+                        r => r.map(|()| run),
                     }
-                } else {
-                    failed += run;
+                }
+                None => self
+                    .send_one(batch.packet(i), batch.addr(i), None, wait)
+                    .map(|()| 1),
+            };
+            match sent {
+                Ok(n) => i += n,
+                Err(e) if stalled(&e) => {
+                    // The rest of the batch is dropped rather than waited for.
+                    let rest = batch.len() - i;
+                    batch.mark_failed(i, rest);
+                    return failed + rest;
+                }
+                Err(_) => {
+                    let n = if run > 1 && batch.run(i, run).is_some() {
+                        run
+                    } else {
+                        1
+                    };
+                    batch.mark_failed(i, n);
+                    failed += n;
+                    i += n;
                 }
             }
-            i += run;
         }
         failed
     }

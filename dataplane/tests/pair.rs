@@ -314,3 +314,50 @@ async fn an_explicit_endpoint_overrides_a_roamed_one() {
     );
     assert_eq!(a.tunnel.status().peers[0].endpoint, Some(b.udp));
 }
+
+#[tokio::test]
+async fn a_full_batch_of_jumbo_packets_all_arrive() {
+    let net = MemNet::new();
+    let (mut a, mut b) = pair(&net);
+    exchange(&mut a, &mut b, b"warm").await;
+    // More sealed bytes than one output buffer holds (128 packets of 9000 and 65000 bytes):
+    // the sender must flush and go on sealing, not drop the rest.
+    for size in [9_000usize, 65_000] {
+        let burst: Vec<Vec<u8>> = (0..128u32)
+            .map(|i| {
+                let mut payload = vec![(i % 251) as u8; size - 28];
+                payload[..4].copy_from_slice(&i.to_be_bytes());
+                ipv4_packet(A_IN, B_IN, &payload)
+            })
+            .collect();
+        send_all_in_order(&a, &mut b, &burst).await;
+    }
+    assert_eq!(a.tunnel.counters().drops(DropReason::SendError), 0);
+}
+
+#[tokio::test]
+async fn only_datagrams_the_socket_took_count_as_sent() {
+    let net = MemNet::new();
+    let kb = PrivateKey::generate();
+    // Nothing listens at the peer's endpoint: every send fails.
+    let nowhere: SocketAddr = "192.0.2.99:51820".parse().unwrap();
+    let a = node(
+        &net,
+        "192.0.2.1",
+        PrivateKey::generate(),
+        51820,
+        vec![peer(&kb, Some(nowhere), &["10.0.0.2/32"])],
+    );
+    send(&a, ipv4_packet(A_IN, B_IN, b"lost")).await;
+    wait_until("the failed handshake initiation is counted", || {
+        a.tunnel.counters().drops(DropReason::SendError) > 0
+    })
+    .await;
+    let status = a.tunnel.status();
+    assert_eq!(
+        (status.peers[0].tx_bytes, status.peers[0].tx_packets),
+        (0, 0)
+    );
+    let t = a.tunnel.counters().traffic();
+    assert_eq!((t.tx_bytes, t.tx_packets), (0, 0));
+}

@@ -42,7 +42,7 @@ fn round_trip(loopback: &str) {
     // 20 equal datagrams to one destination: one GSO train (a shorter last one may join).
     let mut sizes = vec![1200; 19];
     sizes.push(700);
-    assert_eq!(a.send_batch(&train(to, &sizes)), 0, "nothing failed");
+    assert_eq!(a.send_batch(&mut train(to, &sizes)), 0, "nothing failed");
     let (got, strides) = receive(&b, sizes.len());
     assert_eq!(got.len(), sizes.len(), "every datagram arrived");
     for (i, (d, src)) in got.iter().enumerate() {
@@ -91,7 +91,11 @@ fn mixed_sizes_and_destinations_all_arrive() {
     for (i, &(to, len)) in plan.iter().enumerate() {
         out.push(&vec![i as u8; len], to);
     }
-    assert_eq!(a.try_send_batch(&out), 0, "room in an idle socket buffer");
+    assert_eq!(
+        a.try_send_batch(&mut out),
+        0,
+        "room in an idle socket buffer"
+    );
     let (at_b, _) = receive(&b, 3);
     let (at_c, _) = receive(&c, 3);
     let lens =
@@ -108,4 +112,22 @@ fn binding_a_taken_port_fails_with_addr_in_use() {
         .err()
         .expect("the port is taken");
     assert_eq!(e.kind(), std::io::ErrorKind::AddrInUse);
+}
+
+#[test]
+fn a_failed_send_is_marked_and_the_rest_go_out() {
+    let (a, b) = (SystemUdp.bind(0, 0).unwrap(), SystemUdp.bind(0, 0).unwrap());
+    let to_b: SocketAddr = ([127, 0, 0, 1], b.local_port()).into();
+    // Port 0 is no destination: the kernel refuses that one datagram.
+    let nowhere: SocketAddr = ([127, 0, 0, 1], 0).into();
+    let mut out = Batch::packed(128, 1500);
+    for (i, to) in [to_b, to_b, nowhere, to_b].into_iter().enumerate() {
+        out.push(&[i as u8; 200], to);
+    }
+    assert_eq!(a.send_batch(&mut out), 1);
+    let failed: Vec<bool> = (0..out.len()).map(|i| out.failed(i)).collect();
+    assert_eq!(failed, [false, false, true, false]);
+    let (got, _) = receive(&b, 3);
+    let firsts: Vec<u8> = got.iter().map(|(d, _)| d[0]).collect();
+    assert_eq!(firsts, [0, 1, 3]);
 }

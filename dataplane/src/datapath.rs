@@ -65,7 +65,13 @@ impl<S: UdpIo> DataPath<S> {
     /// Replaces the socket and tells the inbound thread; returns the old one (the
     /// inbound thread may still hold it until it has looked again).
     pub(crate) fn set_socket(&self, socket: Option<Arc<S>>) -> Option<Arc<S>> {
+        if let Some(new) = &socket {
+            crate::unroutable::port_bound(new.local_port());
+        }
         let old = self.socket.send_replace(socket);
+        if let Some(old) = &old {
+            crate::unroutable::port_released(old.local_port());
+        }
         self.socket_changed.ring();
         old
     }

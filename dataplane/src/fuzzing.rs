@@ -45,6 +45,7 @@ pub struct InboundHarness {
     table: PeerTable,
     counters: DeviceCounters,
     out: Outputs,
+    guard: crate::ratelimit::HandshakeGuard,
 }
 
 impl Default for InboundHarness {
@@ -85,6 +86,7 @@ impl InboundHarness {
                 to_net: Batch::with_capacity(8, 2048),
                 wrote_tun: false,
             },
+            guard: Default::default(),
         }
     }
 
@@ -102,6 +104,7 @@ impl InboundHarness {
             &self.counters,
             1,
             &mut routes,
+            &mut self.guard,
         );
         assert!(
             self.out.to_tun.is_empty(),

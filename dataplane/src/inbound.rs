@@ -11,7 +11,7 @@
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use boringtun::noise::handshake::parse_handshake_anon;
 use boringtun::noise::{Packet, Tunn, TunnResult};
@@ -24,6 +24,7 @@ use crate::key::Key;
 use crate::outbound::{self, Handoff};
 use crate::packet::{self, MSG_DATA, MSG_HANDSHAKE_INIT, MSG_HANDSHAKE_RESPONSE, Message};
 use crate::peers::PeerTable;
+use crate::ratelimit::{HandshakeGuard, Verdict};
 use crate::stats::{DeviceCounters, DropReason};
 use crate::wake::{Token, Waiter};
 
@@ -49,6 +50,7 @@ pub(crate) fn run<T: TunIo, S: UdpIo>(
     };
     let mut socket = data.socket();
     let mut waiter = Waiter::new()?;
+    let mut guard = HandshakeGuard::default();
     let mut drained = true;
     loop {
         let (mut udp_ready, mut tun_ready) = (!drained, false);
@@ -129,6 +131,7 @@ pub(crate) fn run<T: TunIo, S: UdpIo>(
                 &data.counters,
                 now_ms,
                 &mut routes,
+                &mut guard,
             );
             while let Some(pos) = more {
                 out.flush(tun, &**socket, &table, &data.counters);
@@ -180,6 +183,7 @@ impl Outputs {
 /// Receives one datagram from `src`: authenticates it, delivers its packet or answers it.
 /// Needs one free slot in each output batch. Returns the peer's position when its queue
 /// of held packets did not fit into `to_net`.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn receive_datagram<'t>(
     table: &'t PeerTable,
     datagram: &[u8],
@@ -188,6 +192,7 @@ pub(crate) fn receive_datagram<'t>(
     counters: &DeviceCounters,
     now_ms: u64,
     routes: &mut LookupCache<'t, usize>,
+    guard: &mut HandshakeGuard,
 ) -> Option<usize> {
     let Some(identity) = &table.identity else {
         counters.drop_packets(DropReason::NoKey, 1);
@@ -197,24 +202,19 @@ pub(crate) fn receive_datagram<'t>(
         counters.drop_packets(DropReason::Malformed, 1);
         return None;
     };
-    let (pos, peer, kind) = match message {
+    let (pos, peer, kind, receiver) = match message {
         Message::HandshakeInit => {
+            let now = Instant::now();
+            let under_load = guard.count_initiation(now);
             let slot = out.to_net.next_slot()?;
-            let key = match identity
+            // The MACs first (a few hashes): under load, a valid cookie MAC is required
+            // and a missing one is answered with a cookie reply instead of any DH.
+            let init = match identity
                 .rate_limiter
                 .verify_packet(Some(src.ip()), datagram, slot)
             {
-                Ok(Packet::HandshakeInit(init)) => {
-                    match parse_handshake_anon(&identity.secret, &identity.public, &init) {
-                        Ok(half) => Key(half.peer_static_public),
-                        Err(_) => {
-                            counters.drop_packets(DropReason::Rejected, 1);
-                            return None;
-                        }
-                    }
-                }
+                Ok(Packet::HandshakeInit(init)) => init,
                 Err(TunnResult::WriteToNetwork(cookie)) => {
-                    // Under load: answer with a cookie instead of doing the DH.
                     let n = cookie.len();
                     out.to_net.commit(n, src, 0);
                     return None;
@@ -224,15 +224,27 @@ pub(crate) fn receive_datagram<'t>(
                     return None;
                 }
             };
+            // Then the source's share, before the Diffie-Hellman work.
+            if under_load && guard.allow(src.ip(), now) == Verdict::Limited {
+                counters.drop_packets(DropReason::RateLimited, 1);
+                return None;
+            }
+            let key = match parse_handshake_anon(&identity.secret, &identity.public, &init) {
+                Ok(half) => Key(half.peer_static_public),
+                Err(_) => {
+                    counters.drop_packets(DropReason::Rejected, 1);
+                    return None;
+                }
+            };
             let Some(peer) = table.by_key(&key) else {
                 counters.drop_packets(DropReason::UnknownPeer, 1);
                 return None;
             };
             let (pos, _) = table.by_receiver(peer.index << 8)?;
-            (pos, peer, MSG_HANDSHAKE_INIT)
+            (pos, peer, MSG_HANDSHAKE_INIT, 0)
         }
         Message::ToIndex { kind, receiver } => match table.by_receiver(receiver) {
-            Some((pos, peer)) => (pos, peer, kind),
+            Some((pos, peer)) => (pos, peer, kind, receiver),
             None => {
                 counters.drop_packets(DropReason::UnknownPeer, 1);
                 return None;
@@ -255,6 +267,12 @@ pub(crate) fn receive_datagram<'t>(
         };
         peer.counters.received(datagram.len());
         peer.set_endpoint(src);
+        peer.timers.on_authenticated_packet_received();
+        if peer.timers.on_data_received(receiver) {
+            // The first data in the session we answered for: the handshake is confirmed.
+            counters.handshake_completed();
+            peer.timers.on_handshake_complete();
+        }
         if let Some((len, inner_src)) = delivered {
             // Cryptokey routing, inbound: the inner source must route back to this peer.
             if table.routes.lookup_cached(inner_src, routes) == Some(&pos) {
@@ -268,21 +286,28 @@ pub(crate) fn receive_datagram<'t>(
         match tunn.decapsulate(Some(src.ip()), datagram, slot) {
             TunnResult::WriteToNetwork(reply) => {
                 let (n, reply_kind) = (reply.len(), reply.first().copied());
+                let sender_index = reply
+                    .get(4..8)
+                    .map(|b| u32::from_le_bytes(b.try_into().expect("four bytes")));
                 out.to_net.commit_tagged(n, src, 0, pos as u32);
-                // Only a completed handshake authenticates the sender; a cookie reply
-                // (the peer's Tunn under load) proves nothing about `src`.
-                let completed = matches!(
-                    (kind, reply_kind),
-                    (MSG_HANDSHAKE_INIT, Some(MSG_HANDSHAKE_RESPONSE))
-                        | (MSG_HANDSHAKE_RESPONSE, Some(MSG_DATA))
-                );
-                if !completed {
-                    return None;
+                // Only a handshake message answered authenticates the sender; a cookie
+                // reply (the peer's Tunn under load) proves nothing about `src`.
+                match (kind, reply_kind) {
+                    (MSG_HANDSHAKE_INIT, Some(MSG_HANDSHAKE_RESPONSE)) => {
+                        // Complete once the initiator uses the new session.
+                        if let Some(index) = sender_index {
+                            peer.timers.on_response_sent(index);
+                        }
+                    }
+                    (MSG_HANDSHAKE_RESPONSE, Some(MSG_DATA)) => {
+                        counters.handshake_completed();
+                        peer.timers.on_handshake_complete();
+                    }
+                    _ => return None,
                 }
                 peer.counters.received(datagram.len());
                 peer.set_endpoint(src);
-                counters.handshake_completed();
-                peer.timers.on_handshake_complete();
+                peer.timers.on_authenticated_packet_received();
             }
             // A cookie reply was taken in; no endpoint change.
             TunnResult::Done => return None,

@@ -24,12 +24,14 @@ pub mod error;
 #[cfg(any(test, feature = "testing"))]
 pub mod fuzzing;
 mod handoff;
+mod icmp;
 mod inbound;
 pub mod io;
 pub mod key;
 mod outbound;
 pub mod packet;
 mod peers;
+mod ratelimit;
 pub mod stats;
 mod status;
 mod sys;
@@ -41,6 +43,7 @@ pub mod tun;
 mod tunnel;
 pub mod uapi;
 pub mod udp;
+pub mod unroutable;
 mod wake;
 
 pub use batch::Batch;

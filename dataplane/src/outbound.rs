@@ -21,6 +21,7 @@ use crate::io::{TunIo, UdpIo};
 use crate::packet;
 use crate::peers::PeerTable;
 use crate::stats::{DeviceCounters, DropReason};
+use crate::unroutable::{Screen, Screened};
 use crate::wake::{Token, Waiter};
 
 /// The TUN → UDP path's buffers, held by whichever thread is sealing (see `handoff.rs`).
@@ -29,6 +30,7 @@ pub(crate) struct OutboundBuffers {
     /// Sealed datagrams back to back, so a peer's run goes out as one GSO send.
     output: Batch,
     order: Vec<(usize, usize)>,
+    screen: Screen,
 }
 
 impl OutboundBuffers {
@@ -39,6 +41,7 @@ impl OutboundBuffers {
             input,
             output: Batch::packed(BATCH_SIZE, 1500),
             order,
+            screen: Screen::new(),
         }
     }
 }
@@ -106,6 +109,7 @@ pub(crate) fn pump<T: TunIo, S: UdpIo>(
         input,
         output,
         order,
+        screen,
     } = buffers;
     input.clear();
     let drained = tun.recv_batch(input)?;
@@ -122,7 +126,13 @@ pub(crate) fn pump<T: TunIo, S: UdpIo>(
             .drop_packets(DropReason::SendError, input.len() as u64);
         return Ok(load);
     };
-    route(&table, input, order, &data.counters);
+    route(&table, input, order, screen, &data.counters);
+    if let Some(errors) = screen.take_errors() {
+        let failed = tun.send_batch(errors);
+        data.counters
+            .drop_packets(DropReason::SendError, failed as u64);
+        errors.clear();
+    }
     output.clear();
     let mut send = |output: &mut Batch| {
         socket.send_batch(output);
@@ -145,23 +155,40 @@ pub(crate) fn pump<T: TunIo, S: UdpIo>(
 }
 
 /// Fills `order` with `(peer position, packet index)` for every routable packet of
-/// `input`, sorted by peer (stable), and counts the rest as dropped.
+/// `input`, sorted by peer (stable), and counts the rest as dropped (with an ICMP error
+/// for the sender where one is due, see `unroutable.rs`).
 pub(crate) fn route(
     table: &PeerTable,
     input: &Batch,
     order: &mut Vec<(usize, usize)>,
+    screen: &mut Screen,
     counters: &DeviceCounters,
 ) {
     order.clear();
     let mut cache = LookupCache::default();
     for i in 0..input.len() {
-        let Some(header) = packet::ip_header(input.packet(i)) else {
+        let packet = input.packet(i);
+        let Some(header) = packet::ip_header(packet) else {
             counters.drop_packets(DropReason::NotIp, 1);
             continue;
         };
+        match screen.check(packet, &header) {
+            Screened::Pass => {}
+            Screened::Loop => {
+                counters.drop_packets(DropReason::RoutingLoop, 1);
+                continue;
+            }
+            Screened::TooBig => {
+                counters.drop_packets(DropReason::TooBig, 1);
+                continue;
+            }
+        }
         match table.routes.lookup_cached(header.dst, &mut cache) {
             Some(&pos) => order.push((pos, i)),
-            None => counters.drop_packets(DropReason::NoRoute, 1),
+            None => {
+                counters.drop_packets(DropReason::NoRoute, 1);
+                screen.unreachable(packet);
+            }
         }
     }
     order.sort_by_key(|&(pos, _)| pos);
@@ -185,6 +212,7 @@ pub(crate) fn encapsulate(
             counters.drop_packets(DropReason::NoEndpoint, group.len() as u64);
             continue;
         };
+        peer.timers.on_data_queued();
         let mut tunn = peer.tunn();
         let mut sent = false;
         for &(pos, i) in group {

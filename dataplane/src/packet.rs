@@ -48,6 +48,70 @@ pub fn ip_header(pkt: &[u8]) -> Option<IpHeader> {
     }
 }
 
+/// The UDP facts of an inner packet that `unroutable.rs` needs to recognise a datagram
+/// of ours, fragmented or not.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UdpView<'a> {
+    /// Source port (0 in a later fragment, which has no UDP header).
+    pub src_port: u16,
+    /// The UDP payload (as far as this fragment holds it); `None` in a later fragment.
+    pub payload: Option<&'a [u8]>,
+    /// The IP identification of a fragmented datagram.
+    pub fragment_id: u32,
+    /// A first fragment: more follow.
+    pub first_fragment: bool,
+    /// A fragment other than the first.
+    pub later_fragment: bool,
+}
+
+/// The UDP view of an IPv4 or IPv6 packet (directly after the IP header, or after an
+/// IPv6 fragment header); `None` when it is not UDP or too short.
+pub fn udp_view(pkt: &[u8]) -> Option<UdpView<'_>> {
+    let (proto, start, id, offset, more) = match pkt.first()? >> 4 {
+        4 => {
+            let ihl = usize::from(pkt.first()? & 0x0f) * 4;
+            let frag = u16::from_be_bytes(pkt.get(6..8)?.try_into().ok()?);
+            let id = u16::from_be_bytes(pkt.get(4..6)?.try_into().ok()?);
+            (
+                *pkt.get(9)?,
+                ihl,
+                u32::from(id),
+                frag & 0x1fff,
+                frag & 0x2000 != 0,
+            )
+        }
+        6 => match *pkt.get(6)? {
+            44 => {
+                let frag = u16::from_be_bytes(pkt.get(42..44)?.try_into().ok()?);
+                let id = u32::from_be_bytes(pkt.get(44..48)?.try_into().ok()?);
+                (*pkt.get(40)?, 48, id, frag >> 3, frag & 1 != 0)
+            }
+            next => (next, 40, 0, 0, false),
+        },
+        _ => return None,
+    };
+    if proto != 17 {
+        return None;
+    }
+    if offset != 0 {
+        return Some(UdpView {
+            src_port: 0,
+            payload: None,
+            fragment_id: id,
+            first_fragment: false,
+            later_fragment: true,
+        });
+    }
+    let header = pkt.get(start..start.checked_add(8)?)?;
+    Some(UdpView {
+        src_port: u16::from_be_bytes(header.get(0..2)?.try_into().ok()?),
+        payload: pkt.get(start + 8..),
+        fragment_id: id,
+        first_fragment: more,
+        later_fragment: false,
+    })
+}
+
 /// The routing-relevant part of a WireGuard message.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Message {
@@ -118,6 +182,37 @@ mod tests {
         assert_eq!(h.dst, "::2".parse::<IpAddr>().unwrap());
         assert_eq!(ip_header(&[]), None);
         assert_eq!(ip_header(&[0x50; 60]), None);
+    }
+
+    #[test]
+    fn udp_views_of_whole_and_fragmented_packets() {
+        let mut v4 = vec![0u8; 40];
+        v4[0] = 0x45;
+        v4[9] = 17;
+        v4[20..22].copy_from_slice(&51820u16.to_be_bytes());
+        v4[28] = 4;
+        let u = udp_view(&v4).unwrap();
+        assert_eq!((u.src_port, u.payload.map(<[u8]>::len)), (51820, Some(12)));
+        assert!(!u.first_fragment && !u.later_fragment);
+        v4[4..6].copy_from_slice(&9u16.to_be_bytes());
+        v4[6] = 0x20;
+        assert!(udp_view(&v4).unwrap().first_fragment);
+        v4[6] = 0;
+        v4[7] = 100;
+        let later = udp_view(&v4).unwrap();
+        assert!(later.later_fragment && later.payload.is_none() && later.fragment_id == 9);
+        v4[9] = 6;
+        assert_eq!(udp_view(&v4), None, "TCP");
+        let mut v6 = vec![0u8; 60];
+        v6[0] = 0x60;
+        v6[6] = 44;
+        v6[40] = 17;
+        v6[43] = 1;
+        v6[44..48].copy_from_slice(&5u32.to_be_bytes());
+        v6[48..50].copy_from_slice(&7u16.to_be_bytes());
+        let u = udp_view(&v6).unwrap();
+        assert_eq!((u.src_port, u.fragment_id, u.first_fragment), (7, 5, true));
+        assert_eq!(udp_view(&v6[..50]), None, "short");
     }
 
     #[test]

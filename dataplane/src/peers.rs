@@ -19,7 +19,7 @@ use crate::stats::{DeviceCounters, PeerCounters};
 use crate::timers::PeerTimers;
 
 /// Handshake initiations per second before cookies are demanded (as boringtun's device).
-const HANDSHAKE_RATE_LIMIT: u64 = 100;
+const HANDSHAKE_RATE_LIMIT: u64 = crate::ratelimit::LOAD_THRESHOLD;
 
 /// One configured peer and its protocol state.
 pub(crate) struct Peer {
@@ -59,7 +59,13 @@ impl Peer {
 pub(crate) struct Identity {
     pub(crate) secret: x25519::StaticSecret,
     pub(crate) public: x25519::PublicKey,
+    /// Checks the MACs of every initiation before any other work and counts the load
+    /// (the inbound path calls it once per initiation; the tick resets its count).
     pub(crate) rate_limiter: Arc<RateLimiter>,
+    /// Handed to every `Tunn`, whose `decapsulate` checks the MACs again: never under
+    /// load, so an initiation is counted once, by `rate_limiter`, and a cookie is never
+    /// asked for twice with two secrets.
+    tunn_limiter: Arc<RateLimiter>,
 }
 
 /// An immutable snapshot that the packet paths read once per batch.
@@ -127,6 +133,7 @@ impl PeerTable {
                 let public = x25519::PublicKey::from(&secret);
                 Some(Arc::new(Identity {
                     rate_limiter: Arc::new(RateLimiter::new(&public, HANDSHAKE_RATE_LIMIT)),
+                    tunn_limiter: Arc::new(RateLimiter::new(&public, u64::MAX)),
                     secret,
                     public,
                 }))
@@ -161,9 +168,7 @@ impl PeerTable {
                         pc.preshared_key.map(|k| k.0),
                         None,
                         index,
-                        // One limiter (and cookie secret) for the interface, reset by the
-                        // timer task.
-                        Some(Arc::clone(&identity.rate_limiter)),
+                        Some(Arc::clone(&identity.tunn_limiter)),
                     );
                     Arc::new(Peer {
                         key: pc.public_key,

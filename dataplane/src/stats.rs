@@ -30,6 +30,12 @@ pub enum DropReason {
     NoKey,
     /// The UDP or TUN write failed.
     SendError,
+    /// A handshake initiation under load from a source that had its share (`ratelimit.rs`).
+    RateLimited,
+    /// One of our own sealed datagrams, routed back into the TUN (`unroutable.rs`).
+    RoutingLoop,
+    /// An outbound packet larger than a WireGuard message can carry.
+    TooBig,
 }
 
 impl DropReason {

@@ -212,10 +212,15 @@ impl TunIo for MemTun {
 
 type Datagram = (SocketAddr, Vec<u8>);
 
-/// A lossless in-memory UDP network.
+/// Decides whether the network loses a datagram: `(from, to, bytes) -> lose it`.
+type Loss = Box<dyn Fn(SocketAddr, SocketAddr, &[u8]) -> bool + Send + Sync>;
+
+/// An in-memory UDP network: lossless unless told otherwise ([`MemNet::lose_when`]).
 #[derive(Clone, Default)]
 pub struct MemNet {
     sockets: Arc<Mutex<HashMap<SocketAddr, Arc<Inbox<Datagram>>>>>,
+    loss: Arc<Mutex<Option<Loss>>>,
+    sent: Arc<Mutex<HashMap<SocketAddr, u64>>>,
 }
 
 impl MemNet {
@@ -230,6 +235,43 @@ impl MemNet {
             net: self.clone(),
             ip,
         }
+    }
+
+    /// From now on, datagrams for which `lose` returns true are lost on the way (the
+    /// sender sees a successful send).
+    pub fn lose_when(
+        &self,
+        lose: impl Fn(SocketAddr, SocketAddr, &[u8]) -> bool + Send + Sync + 'static,
+    ) {
+        *self.loss.lock().unwrap_or_else(|e| e.into_inner()) = Some(Box::new(lose));
+    }
+
+    /// Datagrams sent to `to` so far, delivered or not.
+    pub fn sent_to(&self, to: SocketAddr) -> u64 {
+        self.sent
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&to)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Sends `bytes` from a bound socket: counted, maybe lost, else delivered; false if
+    /// nothing listens at `to`.
+    fn send(&self, from: SocketAddr, to: SocketAddr, bytes: &[u8]) -> bool {
+        *self
+            .sent
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(to)
+            .or_default() += 1;
+        let lost = self
+            .loss
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .is_some_and(|lose| lose(from, to, bytes));
+        lost || self.inject(from, to, bytes)
     }
 
     /// Delivers `bytes` to `to` as if sent from `from`; false if nothing listens there.
@@ -327,7 +369,7 @@ impl UdpIo for MemUdp {
     fn send_batch(&self, batch: &mut Batch) -> usize {
         let mut failed = 0;
         for i in 0..batch.len() {
-            if !self.net.inject(self.addr, batch.addr(i), batch.packet(i)) {
+            if !self.net.send(self.addr, batch.addr(i), batch.packet(i)) {
                 batch.mark_failed(i, 1);
                 failed += 1;
             }

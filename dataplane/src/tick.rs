@@ -58,7 +58,10 @@ pub(crate) async fn run<S: UdpIo>(data: Arc<DataPath<S>>) {
                             sent = true;
                         }
                     }
-                    TunnResult::Err(WireGuardError::ConnectionExpired) | TunnResult::Done => {}
+                    TunnResult::Err(WireGuardError::ConnectionExpired) => {
+                        peer.timers.on_handshake_given_up();
+                    }
+                    TunnResult::Done => {}
                     TunnResult::Err(e) => {
                         tracing::debug!(device = %data.name, peer = %peer.key, error = ?e, "timer")
                     }

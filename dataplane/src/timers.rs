@@ -9,7 +9,15 @@
 //!   straight away when the interval is switched on. Keeping it outside `Tunn` means a new
 //!   interval never resets a peer's sessions.
 //! - **Latest handshake**: the wall-clock time of the last completed handshake, kept after
-//!   sessions expire, as the kernel does.
+//!   sessions expire, as the kernel does. A handshake completes when the session is
+//!   confirmed: for the initiator when the response arrives, for the responder when the
+//!   first data (or keepalive) arrives in the new session. A retransmitted initiation is
+//!   answered again but is not a second handshake.
+//! - **Giving up**: boringtun retransmits an unanswered initiation for 90 s
+//!   (REKEY_ATTEMPT_TIME) and then gives up. From then on the persistent keepalive stays
+//!   quiet, so a peer that is gone costs nothing, until the peer is heard from or data for
+//!   it arrives (which starts a new handshake). The kernel also re-arms the persistent
+//!   keepalive from its own initiations, and so retries such a peer without end.
 //!
 //! Times are milliseconds on the tunnel's [`Clock`]; the packet paths stamp with its coarse
 //! copy, which the tick refreshes.
@@ -29,7 +37,15 @@ pub(crate) struct PeerTimers {
     last_traversal_ms: AtomicU64,
     /// Wall-clock time of the last completed handshake.
     last_handshake: Mutex<Option<SystemTime>>,
+    /// Our session index of the last handshake response sent ([`NONE`] if none): the
+    /// handshake completes when data arrives for it.
+    awaiting_confirmation: AtomicU64,
+    /// Set when boringtun gave up an unanswered handshake: no persistent keepalives.
+    gave_up: AtomicBool,
 }
+
+/// No session index.
+const NONE: u64 = u64::MAX;
 
 impl PeerTimers {
     /// A new peer's timers; `last_handshake` carries over from a replaced one.
@@ -39,6 +55,8 @@ impl PeerTimers {
             keepalive_now: AtomicBool::new(false),
             last_traversal_ms: AtomicU64::new(0),
             last_handshake: Mutex::new(last_handshake),
+            awaiting_confirmation: AtomicU64::new(NONE),
+            gave_up: AtomicBool::new(false),
         }
     }
 
@@ -47,6 +65,52 @@ impl PeerTimers {
     #[inline]
     pub(crate) fn on_authenticated_packet_traversal(&self, now_ms: u64) {
         self.last_traversal_ms.store(now_ms, Relaxed);
+    }
+
+    /// An authenticated packet arrived from the peer: it is there, so the persistent
+    /// keepalive resumes if it had given up.
+    #[inline]
+    pub(crate) fn on_authenticated_packet_received(&self) {
+        self.resume();
+    }
+
+    /// Data for the peer was read from the TUN: a handshake starts if needed, and the
+    /// persistent keepalive resumes if it had given up.
+    #[inline]
+    pub(crate) fn on_data_queued(&self) {
+        self.resume();
+    }
+
+    #[inline]
+    fn resume(&self) {
+        // Read first: the flag is almost always clear, and a store would dirty the line.
+        if self.gave_up.load(Relaxed) {
+            self.gave_up.store(false, Relaxed);
+        }
+    }
+
+    /// boringtun gave up an unanswered handshake (or let a dead session's keys expire).
+    pub(crate) fn on_handshake_given_up(&self) {
+        if !self.gave_up.load(Relaxed) {
+            self.gave_up.store(true, Relaxed);
+        }
+    }
+
+    /// We answered an initiation, creating session `index`: the handshake completes when
+    /// the peer first uses it.
+    pub(crate) fn on_response_sent(&self, index: u32) {
+        self.awaiting_confirmation.store(u64::from(index), Relaxed);
+    }
+
+    /// Data arrived for our session `receiver`: true when that confirms the handshake we
+    /// answered (once).
+    #[inline]
+    pub(crate) fn on_data_received(&self, receiver: u32) -> bool {
+        self.awaiting_confirmation.load(Relaxed) == u64::from(receiver)
+            && self
+                .awaiting_confirmation
+                .compare_exchange(u64::from(receiver), NONE, Relaxed, Relaxed)
+                .is_ok()
     }
 
     /// A handshake completed: this is now the peer's latest handshake.
@@ -74,6 +138,9 @@ impl PeerTimers {
     pub(crate) fn persistent_keepalive_due(&self, now_ms: u64, sent: bool) -> bool {
         let interval = u64::from(self.keepalive.load(Relaxed));
         let now_asked = self.keepalive_now.swap(false, Relaxed);
+        if self.gave_up.load(Relaxed) {
+            return false;
+        }
         let last = self.last_traversal_ms.load(Relaxed);
         let idle = Duration::from_millis(now_ms.saturating_sub(last.max(1)));
         interval > 0 && !sent && (now_asked || last == 0 || idle >= Duration::from_secs(interval))
@@ -176,6 +243,31 @@ mod tests {
         // Off again: nothing is due however long it is quiet.
         assert!(!t.on_keepalive_configured(0, true));
         assert!(!t.persistent_keepalive_due(1_000_000, false));
+    }
+
+    #[test]
+    fn a_peer_given_up_gets_no_keepalives_until_it_is_heard_from() {
+        let t = PeerTimers::new(None);
+        t.on_keepalive_configured(25, true);
+        t.on_handshake_given_up();
+        assert!(!t.persistent_keepalive_due(1_000_000, false), "gave up");
+        t.on_authenticated_packet_received();
+        assert!(t.persistent_keepalive_due(1_000_000, false), "heard from");
+        t.on_handshake_given_up();
+        t.on_data_queued();
+        assert!(t.persistent_keepalive_due(2_000_000, false), "data to send");
+    }
+
+    #[test]
+    fn a_response_is_confirmed_once_by_data_in_its_session() {
+        let t = PeerTimers::new(None);
+        assert!(!t.on_data_received(0x100));
+        t.on_response_sent(0x101);
+        // A retransmitted initiation gets a new response and session: only that counts.
+        t.on_response_sent(0x102);
+        assert!(!t.on_data_received(0x101));
+        assert!(t.on_data_received(0x102));
+        assert!(!t.on_data_received(0x102), "once");
     }
 
     #[test]

@@ -55,10 +55,11 @@ impl TunDevice {
     /// Like [`TunDevice::create`], without offload: one packet per read and write, as
     /// with `SWG_DISABLE_OFFLOAD`.
     pub fn create_without_offload(name: &str, mtu: u16, up: bool) -> Result<Self, Error> {
-        Self::open_with(name, mtu, up, false, false)
+        Self::open_with(name, clamp_mtu(name, mtu), up, false, false)
     }
 
     fn open(name: &str, mtu: u16, up: bool, persist: bool) -> Result<Self, Error> {
+        let mtu = clamp_mtu(name, mtu);
         // SWG_DISABLE_OFFLOAD forces the fallback (for tests and for kernels that
         // misbehave with offload).
         let refused = match std::env::var_os("SWG_DISABLE_OFFLOAD") {
@@ -227,6 +228,21 @@ impl TunIo for TunDevice {
             }
         }
     }
+}
+
+/// The largest MTU a WireGuard message can carry (an IPv4 datagram holds at most 65535
+/// bytes); a larger one is lowered to it, with a warning.
+fn clamp_mtu(name: &str, mtu: u16) -> u16 {
+    let max = crate::unroutable::MAX_INNER_PACKET as u16;
+    if mtu > max {
+        tracing::warn!(
+            device = name,
+            asked = mtu,
+            mtu = max,
+            "MTU lowered to the largest a WireGuard message carries"
+        );
+    }
+    mtu.min(max)
 }
 
 /// Only one thread reads and one writes, so these locks are never contended; a panic

@@ -361,3 +361,45 @@ async fn only_datagrams_the_socket_took_count_as_sent() {
     let t = a.tunnel.counters().traffic();
     assert_eq!((t.tx_bytes, t.tx_packets), (0, 0));
 }
+
+#[tokio::test]
+async fn an_unroutable_destination_gets_an_icmp_error_back() {
+    let net = MemNet::new();
+    let (mut a, mut b) = pair(&net);
+    exchange(&mut a, &mut b, b"up").await;
+    let stray = ipv4_packet(A_IN, [10, 0, 0, 99], b"anyone there?");
+    send(&a, stray.clone()).await;
+    let err = recv(&mut a).await;
+    assert_eq!(
+        &err[12..16],
+        &[10, 0, 0, 99],
+        "from the unreachable address"
+    );
+    assert_eq!(&err[16..20], &A_IN, "to the sender");
+    assert_eq!(
+        (err[9], err[20], err[21]),
+        (1, 3, 1),
+        "ICMP host unreachable"
+    );
+    assert_eq!(&err[28..], &stray[..], "quoting the packet");
+    assert_eq!(a.tunnel.counters().drops(DropReason::NoRoute), 1);
+    // IPv6: address unreachable.
+    let fd = |last: u8| {
+        let mut a = [0u8; 16];
+        a[0] = 0xfd;
+        a[15] = last;
+        a
+    };
+    send(&a, ipv6_packet(fd(1), fd(99), b"v6?")).await;
+    let err = recv(&mut a).await;
+    assert_eq!((err[6], err[40], err[41]), (58, 1, 3));
+    // A packet too large for one WireGuard message, with DF: "fragmentation needed".
+    let mut huge = ipv4_packet(A_IN, B_IN, &vec![0u8; 65_480]);
+    huge[6] = 0x40;
+    send(&a, huge).await;
+    let err = recv(&mut a).await;
+    assert_eq!((err[20], err[21]), (3, 4));
+    assert_eq!(u16::from_be_bytes([err[26], err[27]]), 65_475);
+    assert_eq!(a.tunnel.counters().drops(DropReason::TooBig), 1);
+    nothing(&mut b).await;
+}

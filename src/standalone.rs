@@ -97,7 +97,14 @@ pub async fn run(args: TunnelArgs) -> anyhow::Result<()> {
             _ = poll.tick() => if server.is_deleted() { break "socket deleted" },
         }
     };
-    tracing::info!(device = %name, reason, "shutting down");
+    let counters = tunnel.counters();
+    let traffic = counters.traffic();
+    let drops: Vec<String> = dataplane::DropReason::all()
+        .filter(|r| counters.drops(*r) > 0)
+        .map(|r| format!("{}={}", r.as_str(), counters.drops(r)))
+        .collect();
+    tracing::info!(device = %name, reason, rx_packets = traffic.rx_packets, tx_packets = traffic.tx_packets,
+        handshakes = counters.handshakes(), drops = %drops.join(","), "shutting down");
     drop(server);
     drop(tunnel);
     Ok(())

@@ -30,8 +30,10 @@ fn set_int(
 }
 
 /// Restores Linux's default path-MTU behaviour (`PMTUDISC_WANT`: fragment locally when a
-/// datagram exceeds the route MTU) that quinn-udp replaces with "never fragment". Outer
-/// WireGuard datagrams are then treated as kernel WireGuard and wireguard-go treat them.
+/// datagram exceeds the route MTU) that quinn-udp replaces with "never fragment" (it also
+/// sets `IPV6_DONTFRAG`, which an IPv6 socket obeys for IPv4-mapped destinations too).
+/// Outer WireGuard datagrams are then treated as kernel WireGuard and wireguard-go treat
+/// them: a jumbo inner MTU over a 1500-byte underlay works, fragmented.
 pub(crate) fn allow_fragmentation(fd: BorrowedFd<'_>, ipv6: bool) -> io::Result<()> {
     set_int(
         fd,
@@ -46,6 +48,7 @@ pub(crate) fn allow_fragmentation(fd: BorrowedFd<'_>, ipv6: bool) -> io::Result<
             libc::IPV6_MTU_DISCOVER,
             libc::IPV6_PMTUDISC_WANT,
         )?;
+        set_int(fd, libc::IPPROTO_IPV6, libc::IPV6_DONTFRAG, 0)?;
     }
     Ok(())
 }

@@ -4,7 +4,7 @@
 use std::io::{self, IoSliceMut};
 use std::net::{Ipv6Addr, SocketAddr, SocketAddrV6};
 use std::os::fd::{AsFd, BorrowedFd};
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
 use std::time::Duration;
 
 use quinn_udp::{RecvMeta, Transmit, UdpSocketState};
@@ -59,6 +59,7 @@ impl UdpBinder for SystemUdp {
             port,
             dual,
             gso,
+            gso_max_segment: AtomicUsize::new(usize::MAX),
             quiet: AtomicBool::new(true),
         })
     }
@@ -79,6 +80,10 @@ pub struct UdpSocket {
     dual: bool,
     /// Cleared when the kernel refuses a GSO send; single datagrams from then on.
     gso: AtomicBool,
+    /// Datagrams larger than this go out one by one: the kernel refuses a GSO send whose
+    /// segments exceed the path MTU (`EMSGSIZE`), while a lone datagram is fragmented.
+    /// Learnt from the first refusal; jumbo inner MTUs over a smaller underlay meet it.
+    gso_max_segment: AtomicUsize,
     /// The last receive found fewer than [`QUIET_SLOTS`] datagrams.
     quiet: AtomicBool,
 }
@@ -255,7 +260,8 @@ impl UdpSocket {
         let mut failed = 0;
         let mut i = 0;
         while i < batch.len() {
-            let max_segments = if self.gso.load(Relaxed) {
+            let fits = batch.packet(i).len() <= self.gso_max_segment.load(Relaxed);
+            let max_segments = if fits && self.gso.load(Relaxed) {
                 self.state.max_gso_segments()
             } else {
                 1
@@ -267,6 +273,15 @@ impl UdpSocket {
                 Some(bytes) => {
                     let size = batch.packet(i).len();
                     match self.send_one(bytes, batch.addr(i), Some(size), wait) {
+                        Err(e) if e.raw_os_error() == Some(libc::EMSGSIZE) => {
+                            // Segments over the path MTU: send this size and larger alone.
+                            tracing::debug!(
+                                segment = size,
+                                "UDP GSO segments exceed the path MTU; sending such datagrams one by one"
+                            );
+                            self.gso_max_segment.fetch_min(size - 1, Relaxed);
+                            continue;
+                        }
                         Err(e) if matches!(e.raw_os_error(), Some(libc::EIO | libc::EINVAL)) => {
                             // The device or kernel cannot segment: fall back for good.
                             tracing::info!(error = %e, "UDP GSO refused; sending datagrams one by one");

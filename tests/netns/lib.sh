@@ -22,6 +22,7 @@ IA6=fd31::1 IB6=fd31::2
 _pids=()
 _namespaces=()
 _sockets=()
+declare -A _pid_of
 
 cleanup() {
     local pid
@@ -37,7 +38,7 @@ cleanup() {
     for s in "${_sockets[@]}"; do rm -f "$SOCK_DIR/$s.sock"; done
     local ns
     for ns in "${_namespaces[@]}"; do ip netns del "$ns" 2>/dev/null; done
-    rm -rf "$TMP"
+    [ -n "${KEEP_TMP:-}" ] || rm -rf "$TMP"
 }
 trap cleanup EXIT
 
@@ -74,12 +75,15 @@ start() {
     local impl=$1 ns=$2 ifname=$3
     _sockets+=("$ifname")
     case $impl in
-        ours) ip netns exec "$ns" "$SWG_BIN" tunnel -f --log-level debug "$ifname" >"$TMP/$ifname.log" 2>&1 & ;;
+        # SWG_TUNNEL_ARGS: extra flags for ours (`--mtu 9000`).
+        # shellcheck disable=SC2086
+        ours) ip netns exec "$ns" "$SWG_BIN" tunnel -f --log-level debug ${SWG_TUNNEL_ARGS:-} "$ifname" >"$TMP/$ifname.log" 2>&1 & ;;
         ours-plain) ip netns exec "$ns" env SWG_DISABLE_OFFLOAD=1 "$SWG_BIN" tunnel -f --log-level debug "$ifname" >"$TMP/$ifname.log" 2>&1 & ;;
         wggo) ip netns exec "$ns" env LOG_LEVEL=error wireguard-go -f "$ifname" >"$TMP/$ifname.log" 2>&1 & ;;
         *) fail "unknown implementation $impl" ;;
     esac
     _pids+=("$!")
+    _pid_of[$ifname]=$!
     local i
     for i in $(seq 50); do
         [ -S "$SOCK_DIR/$ifname.sock" ] && ip -n "$ns" link show "$ifname" >/dev/null 2>&1 && return 0
@@ -139,12 +143,30 @@ iperf() {
         ip netns exec "$ns" ss -ltn 2>/dev/null | grep -q ":5201" && break
         sleep 0.1
     done
-    ip netns exec "$nc" timeout 30 iperf3 -c "$dst" -t 2 -J "$@" >"$TMP/iperf.json" 2>&1 || { cat "$TMP/iperf.json" >&2; fail "iperf3 to $dst"; }
+    ip netns exec "$nc" timeout 30 iperf3 -c "$dst" -t 2 -J "$@" >"$TMP/iperf.json" 2>"$TMP/iperf.err" ||
+        { cat "$TMP/iperf.json" "$TMP/iperf.err" >&2; fail "iperf3 to $dst"; }
     local mbit
     mbit=$(python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print(int(d["end"]["sum_received"]["bits_per_second"]/1e6))' "$TMP/iperf.json") ||
         fail "iperf3 output: $(head -c 300 "$TMP/iperf.json")"
     [ "$mbit" -gt 0 ] || fail "iperf3 moved nothing"
     log "iperf3 $nc -> $dst: $mbit Mbit/s"
+}
+
+# drops_of IFNAME: stops our daemon for IFNAME (SIGTERM) and prints the drop counters it
+# logs on the way out (`reason=count,...`; empty when nothing was dropped).
+drops_of() {
+    local ifname=$1 pid=${_pid_of[$1]:?no daemon for $1}
+    kill -TERM "$pid" 2>/dev/null
+    local i
+    for i in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    local line
+    line=$(grep "shutting down" "$TMP/$ifname.log") || fail "$ifname logged no shutdown line"
+    sed -n 's/.* drops=\([^ ]*\).*/\1/p' <<<"$line"
+}
+
+# tx_packets NS IF: packets the kernel sent into the TUN device (that we read).
+tx_packets() {
+    ip netns exec "$1" cat "/sys/class/net/$2/statistics/tx_packets"
 }
 
 # rx_packets NS IF: packets the kernel received from the TUN device.

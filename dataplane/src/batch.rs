@@ -1,7 +1,7 @@
 //! Fixed-size packet batches: slots allocated once and reused for every batch, so the hot
 //! paths allocate nothing per packet.
 
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
 
 /// Packets per batch on every path: one 64 KiB TCP super-packet from an offloading TUN
 /// splits into up to ~48 segments, so a batch holds two of them.
@@ -40,12 +40,24 @@ struct Meta {
     len: u32,
     /// Who the packet is for ([`NO_TAG`]: nobody in particular): senders count by it.
     tag: u32,
+    /// Received: the interface the datagram arrived on (0: unknown).
+    ifindex: u32,
     /// GRO segment size (kernel `gso_size` is 16 bits).
     stride: u16,
-    /// Set by a send that failed for this packet.
-    failed: bool,
+    /// [`FAILED`], [`SOURCE_REFUSED`]: what a send made of this packet.
+    flags: u8,
+    /// Our address: where a received datagram was sent to, or where to send one from
+    /// (`None`: the kernel's choice).
+    local: Option<IpAddr>,
+    /// The remote address: where a datagram came from or goes to.
     addr: SocketAddr,
 }
+
+/// A send failed for this packet.
+const FAILED: u8 = 1;
+/// The kernel refused this packet's local address (gone from the host): it was sent from
+/// the kernel's choice instead.
+const SOURCE_REFUSED: u8 = 2;
 
 /// The tag of a packet that belongs to no peer (a cookie reply, a received packet).
 pub const NO_TAG: u32 = u32::MAX;
@@ -54,8 +66,10 @@ const EMPTY: Meta = Meta {
     offset: 0,
     len: 0,
     tag: NO_TAG,
+    ifindex: 0,
     stride: 0,
-    failed: false,
+    flags: 0,
+    local: None,
     addr: UNSPECIFIED,
 };
 
@@ -199,17 +213,48 @@ impl Batch {
         self.meta[i].tag
     }
 
+    /// Our address for filled slot `i`: where it was received, or where to send it from.
+    #[inline]
+    pub fn local(&self, i: usize) -> Option<IpAddr> {
+        self.meta[i].local
+    }
+
+    /// The interface filled slot `i` was received on (0: unknown).
+    pub fn ifindex(&self, i: usize) -> u32 {
+        self.meta[i].ifindex
+    }
+
+    /// Sets where filled slot `i` was received: our address and the interface.
+    pub fn set_received_at(&mut self, i: usize, local: Option<IpAddr>, ifindex: u32) {
+        self.meta[i].local = local;
+        self.meta[i].ifindex = ifindex;
+    }
+
     /// Marks packets `i..i + n` as not sent (senders call this).
     pub fn mark_failed(&mut self, i: usize, n: usize) {
         for m in &mut self.meta[i..i + n] {
-            m.failed = true;
+            m.flags |= FAILED;
         }
     }
 
     /// True when a send failed for filled slot `i`.
     #[inline]
     pub fn failed(&self, i: usize) -> bool {
-        self.meta[i].failed
+        self.meta[i].flags & FAILED != 0
+    }
+
+    /// Marks packets `i..i + n` as sent from the kernel's choice of address because the
+    /// one asked for was refused.
+    pub fn mark_source_refused(&mut self, i: usize, n: usize) {
+        for m in &mut self.meta[i..i + n] {
+            m.flags |= SOURCE_REFUSED;
+        }
+    }
+
+    /// True when the local address of filled slot `i` was refused by the kernel.
+    #[inline]
+    pub fn source_refused(&self, i: usize) -> bool {
+        self.meta[i].flags & SOURCE_REFUSED != 0
     }
 
     /// The whole buffer of the next free slot, to be written and then [`Batch::commit`]ted.
@@ -254,6 +299,20 @@ impl Batch {
     /// Like [`Batch::commit`], for a packet tagged `tag` (the peer it goes to).
     #[inline]
     pub fn commit_tagged(&mut self, len: usize, addr: SocketAddr, stride: usize, tag: u32) {
+        self.commit_path(len, addr, None, stride, tag);
+    }
+
+    /// Like [`Batch::commit_tagged`], sent from our address `local` (`None`: the kernel
+    /// picks).
+    #[inline]
+    pub fn commit_path(
+        &mut self,
+        len: usize,
+        addr: SocketAddr,
+        local: Option<IpAddr>,
+        stride: usize,
+        tag: u32,
+    ) {
         let offset = match &mut self.packed {
             None => self.headroom,
             Some(p) => {
@@ -267,8 +326,10 @@ impl Batch {
             offset: offset as u32,
             len: len as u32,
             tag,
+            ifindex: 0,
             stride: stride.min(usize::from(u16::MAX)) as u16,
-            failed: false,
+            flags: 0,
+            local,
             addr,
         };
         self.len += 1;
@@ -288,13 +349,21 @@ impl Batch {
 
     /// Iterates the datagrams of filled slots, splitting GRO-coalesced slots by stride.
     pub fn datagrams(&self) -> impl Iterator<Item = (&[u8], SocketAddr)> {
+        self.received().map(|(d, from, _)| (d, from))
+    }
+
+    /// Like [`Batch::datagrams`], with where each arrived: our address and the interface
+    /// (when the transport knows them).
+    pub fn received(&self) -> impl Iterator<Item = (&[u8], SocketAddr, Option<(IpAddr, u32)>)> {
         (0..self.len).flat_map(move |i| {
-            let (pkt, addr) = (self.packet(i), self.meta[i].addr);
-            let stride = match usize::from(self.meta[i].stride) {
+            let m = &self.meta[i];
+            let (pkt, addr) = (self.packet(i), m.addr);
+            let local = m.local.map(|ip| (ip, m.ifindex));
+            let stride = match usize::from(m.stride) {
                 0 => pkt.len().max(1),
                 s => s,
             };
-            pkt.chunks(stride).map(move |c| (c, addr))
+            pkt.chunks(stride).map(move |c| (c, addr, local))
         })
     }
 }

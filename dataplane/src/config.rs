@@ -125,6 +125,14 @@ pub fn parse_endpoint(s: &str) -> Result<SocketAddr, ConfigError> {
     Err(ConfigError::InvalidEndpoint(s.to_string()))
 }
 
+/// An IPv4-mapped IPv6 address becomes a plain IPv4 one.
+pub fn canonical_ip(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
 /// IPv4-mapped IPv6 socket addresses become plain IPv4 ones.
 pub fn canonical(addr: SocketAddr) -> SocketAddr {
     match addr {

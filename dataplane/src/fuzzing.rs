@@ -100,6 +100,7 @@ impl InboundHarness {
             &self.table,
             datagram,
             src,
+            None,
             &mut self.out,
             &self.counters,
             1,

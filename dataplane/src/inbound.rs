@@ -119,7 +119,7 @@ pub(crate) fn run<T: TunIo, S: UdpIo>(
         let now_ms = data.clock.coarse_ms();
         data.counters
             .received(input.datagrams().count() as u64, input.bytes());
-        for (datagram, src) in input.datagrams() {
+        for (datagram, src, seen_at) in input.received() {
             if out.to_tun.is_full() || out.to_net.is_full() {
                 out.flush(tun, &**socket, &table, &data.counters);
             }
@@ -127,6 +127,7 @@ pub(crate) fn run<T: TunIo, S: UdpIo>(
                 &table,
                 datagram,
                 src,
+                seen_at,
                 &mut out,
                 &data.counters,
                 now_ms,
@@ -136,8 +137,10 @@ pub(crate) fn run<T: TunIo, S: UdpIo>(
             while let Some(pos) = more {
                 out.flush(tun, &**socket, &table, &data.counters);
                 let peer = &table.peers[pos];
-                let dst = peer.endpoint().unwrap_or(src);
-                more = drain_into(&mut peer.tunn(), pos, dst, &mut out.to_net).then_some(pos);
+                let path = peer.path();
+                let dst = path.endpoint.unwrap_or(src);
+                more = drain_into(&mut peer.tunn(), pos, dst, path.source, &mut out.to_net)
+                    .then_some(pos);
             }
         }
         out.flush(tun, &**socket, &table, &data.counters);
@@ -188,6 +191,7 @@ pub(crate) fn receive_datagram<'t>(
     table: &'t PeerTable,
     datagram: &[u8],
     src: SocketAddr,
+    seen_at: Option<(IpAddr, u32)>,
     out: &mut Outputs,
     counters: &DeviceCounters,
     now_ms: u64,
@@ -266,7 +270,7 @@ pub(crate) fn receive_datagram<'t>(
             }
         };
         peer.counters.received(datagram.len());
-        peer.set_endpoint(src);
+        peer.roam(src, seen_at);
         peer.timers.on_authenticated_packet_received();
         if peer.timers.on_data_received(receiver) {
             // The first data in the session we answered for: the handshake is confirmed.
@@ -289,7 +293,9 @@ pub(crate) fn receive_datagram<'t>(
                 let sender_index = reply
                     .get(4..8)
                     .map(|b| u32::from_le_bytes(b.try_into().expect("four bytes")));
-                out.to_net.commit_tagged(n, src, 0, pos as u32);
+                // Answered from the address the message was sent to.
+                out.to_net
+                    .commit_path(n, src, seen_at.map(|(ip, _)| ip), 0, pos as u32);
                 // Only a handshake message answered authenticates the sender; a cookie
                 // reply (the peer's Tunn under load) proves nothing about `src`.
                 match (kind, reply_kind) {
@@ -306,7 +312,7 @@ pub(crate) fn receive_datagram<'t>(
                     _ => return None,
                 }
                 peer.counters.received(datagram.len());
-                peer.set_endpoint(src);
+                peer.roam(src, seen_at);
                 peer.timers.on_authenticated_packet_received();
             }
             // A cookie reply was taken in; no endpoint change.
@@ -319,17 +325,25 @@ pub(crate) fn receive_datagram<'t>(
     }
     peer.timers.on_authenticated_packet_traversal(now_ms);
     // A new or newly current session may release packets queued during the handshake.
-    drain_into(&mut tunn, pos, src, &mut out.to_net).then_some(pos)
+    let from = peer.path().source;
+    drain_into(&mut tunn, pos, src, from, &mut out.to_net).then_some(pos)
 }
 
-/// Moves packets queued in `tunn` (the peer at `pos`) into `to_net` for `dst`; true if it
-/// stopped because `to_net` is full (call again after flushing).
-fn drain_into(tunn: &mut Tunn, pos: usize, dst: SocketAddr, to_net: &mut Batch) -> bool {
+/// Moves packets queued in `tunn` (the peer at `pos`) into `to_net` for `dst`, from our
+/// address `from`; true if it stopped because `to_net` is full (call again after
+/// flushing).
+fn drain_into(
+    tunn: &mut Tunn,
+    pos: usize,
+    dst: SocketAddr,
+    from: Option<IpAddr>,
+    to_net: &mut Batch,
+) -> bool {
     while let Some(slot) = to_net.next_slot() {
         match tunn.decapsulate(None, &[], slot) {
             TunnResult::WriteToNetwork(p) => {
                 let n = p.len();
-                to_net.commit_tagged(n, dst, 0, pos as u32);
+                to_net.commit_path(n, dst, from, 0, pos as u32);
             }
             _ => return false,
         }

@@ -7,6 +7,7 @@
 //! transport is drained, so a packet costs one wake-up of the thread that handles it.
 
 use std::io;
+use std::net::{IpAddr, SocketAddr};
 use std::os::fd::BorrowedFd;
 
 use crate::batch::Batch;
@@ -34,16 +35,23 @@ pub trait UdpIo: Send + Sync + 'static {
     /// Changes `SO_MARK` (0 clears it).
     fn set_fwmark(&self, mark: u32) -> io::Result<()>;
 
+    /// The address the kernel would send from towards `to`, and the interface it is on;
+    /// `None` without a route.
+    fn route_source(&self, to: SocketAddr) -> Option<(IpAddr, u32)>;
+
     /// Readable while datagrams wait to be read.
     fn readiness(&self) -> BorrowedFd<'_>;
 
     /// Fills `batch` with datagrams that are already queued, without waiting; returns
-    /// true when the socket was drained. Slot addresses are sources; a slot may hold
-    /// GRO-coalesced datagrams (see [`Batch::stride`]).
+    /// true when the socket was drained. Slot addresses are sources, [`Batch::local`] our
+    /// address each was sent to; a slot may hold GRO-coalesced datagrams (see
+    /// [`Batch::stride`]).
     fn recv_batch(&self, batch: &mut Batch) -> io::Result<bool>;
 
-    /// Sends every filled slot to its address; returns how many failed, and marks them
-    /// ([`Batch::failed`]). Waits (briefly, bounded) for room in the socket buffer.
+    /// Sends every filled slot to its address, from its [`Batch::local`] address if set;
+    /// returns how many failed, and marks them ([`Batch::failed`]). A local address the
+    /// kernel refuses is dropped for its choice and marked ([`Batch::source_refused`]).
+    /// Waits (briefly, bounded) for room in the socket buffer.
     fn send_batch(&self, batch: &mut Batch) -> usize;
 
     /// Like [`UdpIo::send_batch`], but never waits: what meets a full socket buffer counts

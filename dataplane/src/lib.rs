@@ -32,6 +32,7 @@ mod outbound;
 pub mod packet;
 mod peers;
 mod ratelimit;
+mod route;
 pub mod stats;
 mod status;
 mod sys;

@@ -208,7 +208,8 @@ pub(crate) fn encapsulate(
 ) {
     for group in order.chunk_by(|a, b| a.0 == b.0) {
         let peer = &table.peers[group[0].0];
-        let Some(endpoint) = peer.endpoint() else {
+        let path = peer.path();
+        let Some(endpoint) = path.endpoint else {
             counters.drop_packets(DropReason::NoEndpoint, group.len() as u64);
             continue;
         };
@@ -226,7 +227,7 @@ pub(crate) fn encapsulate(
             match tunn.encapsulate(input.packet(i), slot) {
                 TunnResult::WriteToNetwork(datagram) => {
                     let n = datagram.len();
-                    output.commit_tagged(n, endpoint, 0, pos as u32);
+                    output.commit_path(n, endpoint, path.source, 0, pos as u32);
                     sent = true;
                 }
                 TunnResult::Err(e) => {

@@ -4,7 +4,7 @@
 //! unchanged are carried over, sessions and all.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use boringtun::noise::Tunn;
@@ -28,9 +28,26 @@ pub(crate) struct Peer {
     /// Our 24-bit slot index: boringtun's receiver indices are `index << 8 | session`.
     pub(crate) index: u32,
     tunn: Mutex<Tunn>,
-    endpoint: Mutex<Option<SocketAddr>>,
+    path: Mutex<Path>,
     pub(crate) timers: PeerTimers,
     pub(crate) counters: Arc<PeerCounters>,
+}
+
+/// Where a peer is and how we reach it ("sticky sockets", as the kernel keeps them): its
+/// endpoint, and our address its last authenticated packet was sent to, which we answer
+/// from so that the peer sees one stable endpoint of ours on a host with several.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Path {
+    /// Where to send to.
+    pub(crate) endpoint: Option<SocketAddr>,
+    /// Our address to send from; `None`: the kernel's choice.
+    pub(crate) source: Option<IpAddr>,
+    /// Our address and interface the peer's last authenticated packet arrived at.
+    pub(crate) seen_at: Option<(IpAddr, u32)>,
+    /// The tick has yet to check `source` against the route (see `tick.rs`).
+    pub(crate) unchecked: bool,
+    /// When the tick checks `source` again (tunnel clock, ms).
+    pub(crate) recheck_ms: u64,
 }
 
 impl Peer {
@@ -41,16 +58,69 @@ impl Peer {
     }
 
     #[inline]
-    pub(crate) fn endpoint(&self) -> Option<SocketAddr> {
-        *self.endpoint.lock().unwrap_or_else(|e| e.into_inner())
+    fn lock_path(&self) -> MutexGuard<'_, Path> {
+        self.path.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Roaming: the endpoint follows the source of the last authenticated packet.
     #[inline]
+    pub(crate) fn endpoint(&self) -> Option<SocketAddr> {
+        self.lock_path().endpoint
+    }
+
+    /// Where to send to, and from which of our addresses.
+    #[inline]
+    pub(crate) fn path(&self) -> Path {
+        *self.lock_path()
+    }
+
+    /// A configured endpoint: what we knew of our source for the old one no longer holds.
     pub(crate) fn set_endpoint(&self, addr: SocketAddr) {
-        let mut ep = self.endpoint.lock().unwrap_or_else(|e| e.into_inner());
-        if *ep != Some(addr) {
-            *ep = Some(addr);
+        let mut path = self.lock_path();
+        if path.endpoint != Some(addr) {
+            *path = Path {
+                endpoint: Some(addr),
+                ..Path::default()
+            };
+        }
+    }
+
+    /// Roaming: the endpoint follows the source of the last authenticated packet, and our
+    /// source follows the address it was sent to (`seen_at`: that address and the
+    /// interface it arrived on, when the transport tells). A new one is used at once, as
+    /// the kernel does, and checked against the route by the tick.
+    #[inline]
+    pub(crate) fn roam(&self, addr: SocketAddr, seen_at: Option<(IpAddr, u32)>) {
+        let mut path = self.lock_path();
+        if path.endpoint != Some(addr) {
+            path.endpoint = Some(addr);
+        }
+        if seen_at.is_some() && path.seen_at != seen_at {
+            path.seen_at = seen_at;
+            path.source = seen_at.map(|(ip, _)| ip);
+            path.unchecked = true;
+        }
+    }
+
+    /// The kernel refused our source (the address left the host): the kernel's choice
+    /// from now on, until the peer's next packet teaches us again.
+    pub(crate) fn forget_source(&self) {
+        let mut path = self.lock_path();
+        path.source = None;
+        path.seen_at = None;
+        path.unchecked = false;
+    }
+
+    /// The tick's verdict on the source: keep it (recheck at `recheck_ms`) or drop it for
+    /// the kernel's choice. Ignored if the path changed since it was read (`was`).
+    pub(crate) fn source_checked(&self, was: Path, keep: bool, recheck_ms: u64) {
+        let mut path = self.lock_path();
+        if path.seen_at != was.seen_at || path.source != was.source {
+            return;
+        }
+        path.unchecked = false;
+        path.recheck_ms = recheck_ms;
+        if !keep {
+            path.source = None;
         }
     }
 }
@@ -97,6 +167,9 @@ impl PeerTable {
             bytes += len as u64;
             if let Some(peer) = self.peers.get(batch.tag(i) as usize) {
                 peer.counters.sent(len);
+                if batch.source_refused(i) {
+                    peer.forget_source();
+                }
             }
         }
         counters.sent(packets, bytes, failed);
@@ -175,7 +248,13 @@ impl PeerTable {
                         preshared_key: pc.preshared_key,
                         index,
                         tunn: Mutex::new(tunn),
-                        endpoint: Mutex::new(previous.and_then(|p| p.endpoint()).or(pc.endpoint)),
+                        path: Mutex::new(match previous {
+                            Some(p) => p.path(),
+                            None => Path {
+                                endpoint: pc.endpoint,
+                                ..Path::default()
+                            },
+                        }),
                         timers: PeerTimers::new(previous.and_then(|p| p.timers.last_handshake())),
                         counters: previous
                             .map(|p| Arc::clone(&p.counters))

@@ -356,13 +356,21 @@ impl UdpIo for MemUdp {
         Ok(())
     }
 
+    /// The in-memory host has one address on one interface (index 1).
+    fn route_source(&self, _to: SocketAddr) -> Option<(IpAddr, u32)> {
+        Some((self.addr.ip(), 1))
+    }
+
     fn readiness(&self) -> BorrowedFd<'_> {
         self.inbox.bell.fd()
     }
 
     fn recv_batch(&self, batch: &mut Batch) -> io::Result<bool> {
+        let local = self.addr.ip();
         self.inbox.take(batch, |b, (from, p)| {
-            b.push(&p, from);
+            if b.push(&p, from) {
+                b.set_received_at(b.len() - 1, Some(local), 1);
+            }
         })
     }
 

@@ -5,6 +5,11 @@
 //! It runs as a tokio task and never blocks its worker: its sends do not wait for room in
 //! the socket buffer (what does not fit is counted as dropped; boringtun retransmits a
 //! lost handshake initiation, and the next keepalive follows at its interval).
+//!
+//! It also checks the sticky sources the inbound path learns (`Path` in `peers.rs`), as
+//! the kernel does on every send: we answer a peer from the address it wrote to while the
+//! route back leaves through the interface its packet arrived on; otherwise, and when
+//! that address is the kernel's own choice anyway, the kernel picks.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,9 +20,15 @@ use boringtun::noise::errors::WireGuardError;
 use crate::batch::Batch;
 use crate::datapath::DataPath;
 use crate::io::UdpIo;
-use crate::peers::PeerTable;
+use crate::peers::{Path, PeerTable};
 
 const TICK: Duration = Duration::from_millis(250);
+
+/// Sticky sources checked at most per tick (each check is a few system calls).
+const SOURCE_CHECKS: usize = 64;
+
+/// How often a sticky source in use is checked against the route again.
+const SOURCE_RECHECK_MS: u64 = 10_000;
 
 /// Runs until the task is aborted (the tunnel is dropped).
 pub(crate) async fn run<S: UdpIo>(data: Arc<DataPath<S>>) {
@@ -42,11 +53,25 @@ pub(crate) async fn run<S: UdpIo>(data: Arc<DataPath<S>>) {
             continue;
         };
         out.clear();
+        let mut checks = 0;
         for (pos, peer) in table.peers.iter().enumerate() {
+            let path = peer.path();
+            if path.source.is_some()
+                && (path.unchecked || now_ms >= path.recheck_ms)
+                && checks < SOURCE_CHECKS
+            {
+                checks += 1;
+                let keep = keep_source(&*socket, &path);
+                if path.unchecked {
+                    tracing::debug!(device = %data.name, peer = %peer.key, source = ?path.source, seen_at = ?path.seen_at, keep, "sticky source checked");
+                }
+                peer.source_checked(path, keep, now_ms + SOURCE_RECHECK_MS);
+            }
             if out.capacity() - out.len() < 2 {
                 flush(&data, &table, &*socket, &mut out);
             }
-            let endpoint = peer.endpoint();
+            let path = peer.path();
+            let endpoint = path.endpoint;
             let mut tunn = peer.tunn();
             let mut sent = false;
             if let Some(slot) = out.next_slot() {
@@ -54,7 +79,7 @@ pub(crate) async fn run<S: UdpIo>(data: Arc<DataPath<S>>) {
                     TunnResult::WriteToNetwork(p) => {
                         let n = p.len();
                         if let Some(ep) = endpoint {
-                            out.commit_tagged(n, ep, 0, pos as u32);
+                            out.commit_path(n, ep, path.source, 0, pos as u32);
                             sent = true;
                         }
                     }
@@ -73,7 +98,7 @@ pub(crate) async fn run<S: UdpIo>(data: Arc<DataPath<S>>) {
                 && let TunnResult::WriteToNetwork(p) = tunn.encapsulate(&[], slot)
             {
                 let n = p.len();
-                out.commit_tagged(n, ep, 0, pos as u32);
+                out.commit_path(n, ep, path.source, 0, pos as u32);
                 sent = true;
             }
             if sent {
@@ -81,6 +106,20 @@ pub(crate) async fn run<S: UdpIo>(data: Arc<DataPath<S>>) {
             }
         }
         flush(&data, &table, &*socket, &mut out);
+    }
+}
+
+/// Whether to keep answering from the address the peer wrote to: only when it is not the
+/// kernel's choice anyway and the route back leaves through the interface the peer's
+/// packet arrived on (the kernel's rule for `src_if4` / `src_if6`).
+fn keep_source<S: UdpIo>(socket: &S, path: &Path) -> bool {
+    let (Some(endpoint), Some((ours, arrived_on))) = (path.endpoint, path.seen_at) else {
+        return false;
+    };
+    match socket.route_source(endpoint) {
+        Some((kernel, _)) if kernel == ours => false,
+        Some((_, interface)) => interface == arrived_on,
+        None => false,
     }
 }
 

@@ -2,17 +2,18 @@
 //! with socket2 and driven by quinn-udp (`recvmmsg`, GRO where the kernel offers it).
 
 use std::io::{self, IoSliceMut};
-use std::net::{Ipv6Addr, SocketAddr, SocketAddrV6};
+use std::net::{IpAddr, Ipv6Addr, SocketAddr, SocketAddrV6};
 use std::os::fd::{AsFd, BorrowedFd};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering::Relaxed};
 use std::time::Duration;
 
 use quinn_udp::{RecvMeta, Transmit, UdpSocketState};
 use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::batch::Batch;
-use crate::config::canonical;
+use crate::config::{canonical, canonical_ip};
 use crate::io::{UdpBinder, UdpIo};
+use crate::route::RouteProbe;
 
 /// Socket buffer size asked for on both directions.
 const SOCKET_BUFFER: usize = 8 << 20;
@@ -60,6 +61,8 @@ impl UdpBinder for SystemUdp {
             dual,
             gso,
             gso_max_segment: AtomicUsize::new(usize::MAX),
+            fwmark: AtomicU32::new(fwmark),
+            probe: RouteProbe::default(),
             quiet: AtomicBool::new(true),
         })
     }
@@ -84,6 +87,9 @@ pub struct UdpSocket {
     /// segments exceed the path MTU (`EMSGSIZE`), while a lone datagram is fragmented.
     /// Learnt from the first refusal; jumbo inner MTUs over a smaller underlay meet it.
     gso_max_segment: AtomicUsize,
+    /// `SO_MARK`, which policy routing may depend on.
+    fwmark: AtomicU32,
+    probe: RouteProbe,
     /// The last receive found fewer than [`QUIET_SLOTS`] datagrams.
     quiet: AtomicBool,
 }
@@ -135,16 +141,46 @@ impl UdpSocket {
                 1
             };
             batch.commit(m.len, canonical(m.addr), stride);
+            let local = m.dst_ip.map(canonical_ip);
+            batch.set_received_at(batch.len() - 1, local, m.interface_index.unwrap_or(0));
         }
         Ok((n, offered, datagrams))
     }
 
-    /// Sends one datagram (or one GSO train); with `wait`, waits up to [`SEND_WAIT`] for
-    /// room in a full socket buffer, otherwise fails at once with `TimedOut`.
+    /// Sends one datagram (or one GSO train) from our address `from` (`None`: the
+    /// kernel's choice); with `wait`, waits up to [`SEND_WAIT`] for room in a full socket
+    /// buffer, otherwise fails at once with `TimedOut`. When the kernel refuses `from`
+    /// (the address left the host), sends from its own choice instead and returns true.
     fn send_one(
         &self,
         contents: &[u8],
         to: SocketAddr,
+        from: Option<IpAddr>,
+        segment_size: Option<usize>,
+        wait: bool,
+    ) -> io::Result<bool> {
+        match self.send_from(contents, to, from, segment_size, wait) {
+            // A source that is not the host's: EINVAL (IPv4 socket), ENETUNREACH (an IPv4
+            // destination on a dual-stack socket), EADDRNOTAVAIL (IPv6).
+            Err(e)
+                if from.is_some()
+                    && matches!(
+                        e.raw_os_error(),
+                        Some(libc::EINVAL | libc::EADDRNOTAVAIL | libc::ENETUNREACH)
+                    ) =>
+            {
+                self.send_from(contents, to, None, segment_size, wait)
+                    .map(|()| true)
+            }
+            r => r.map(|()| false),
+        }
+    }
+
+    fn send_from(
+        &self,
+        contents: &[u8],
+        to: SocketAddr,
+        from: Option<IpAddr>,
         segment_size: Option<usize>,
         wait: bool,
     ) -> io::Result<()> {
@@ -153,7 +189,7 @@ impl UdpSocket {
             ecn: None,
             contents,
             segment_size,
-            src_ip: None,
+            src_ip: from,
         };
         let r = loop {
             match self.state.try_send((&self.sock).into(), &transmit) {
@@ -183,14 +219,16 @@ fn stalled(e: &io::Error) -> bool {
     e.kind() == io::ErrorKind::TimedOut
 }
 
-/// How many datagrams from `start` can go out as one GSO send: same destination, equal
-/// size (a shorter one may end the run), at most `max_segments` and [`GSO_MAX_BYTES`].
+/// How many datagrams from `start` can go out as one GSO send: same destination and
+/// source, equal size (a shorter one may end the run), at most `max_segments` and
+/// [`GSO_MAX_BYTES`].
 pub(crate) fn gso_run(batch: &Batch, start: usize, max_segments: usize) -> usize {
     let (dst, size) = (batch.addr(start), batch.packet(start).len());
+    let from = batch.local(start);
     let mut n = 1;
     while start + n < batch.len() && n < max_segments && (n + 1) * size <= GSO_MAX_BYTES {
         let (a, len) = (batch.addr(start + n), batch.packet(start + n).len());
-        if a != dst || len > size || len == 0 {
+        if a != dst || len > size || len == 0 || batch.local(start + n) != from {
             break;
         }
         n += 1;
@@ -207,7 +245,13 @@ impl UdpIo for UdpSocket {
     }
 
     fn set_fwmark(&self, mark: u32) -> io::Result<()> {
-        socket2::SockRef::from(&self.sock).set_mark(mark)
+        socket2::SockRef::from(&self.sock).set_mark(mark)?;
+        self.fwmark.store(mark, Relaxed);
+        Ok(())
+    }
+
+    fn route_source(&self, to: SocketAddr) -> Option<(IpAddr, u32)> {
+        self.probe.source_towards(to, self.fwmark.load(Relaxed))
     }
 
     fn readiness(&self) -> BorrowedFd<'_> {
@@ -269,10 +313,11 @@ impl UdpSocket {
             let run = gso_run(batch, i, max_segments);
             // Runs of a packed batch already lie back to back: one sendmsg with
             // UDP_SEGMENT, no copy. Anything else goes datagram by datagram.
+            let from = batch.local(i);
             let sent = match batch.run(i, run).filter(|_| run > 1) {
                 Some(bytes) => {
                     let size = batch.packet(i).len();
-                    match self.send_one(bytes, batch.addr(i), Some(size), wait) {
+                    match self.send_one(bytes, batch.addr(i), from, Some(size), wait) {
                         Err(e) if e.raw_os_error() == Some(libc::EMSGSIZE) => {
                             // Segments over the path MTU: send this size and larger alone.
                             tracing::debug!(
@@ -288,15 +333,20 @@ impl UdpSocket {
                             self.gso.store(false, Relaxed);
                             continue;
                         }
-                        r => r.map(|()| run),
+                        r => r.map(|refused| (run, refused)),
                     }
                 }
                 None => self
-                    .send_one(batch.packet(i), batch.addr(i), None, wait)
-                    .map(|()| 1),
+                    .send_one(batch.packet(i), batch.addr(i), from, None, wait)
+                    .map(|refused| (1, refused)),
             };
             match sent {
-                Ok(n) => i += n,
+                Ok((n, refused)) => {
+                    if refused {
+                        batch.mark_source_refused(i, n);
+                    }
+                    i += n;
+                }
                 Err(e) if stalled(&e) => {
                     // The rest of the batch is dropped rather than waited for.
                     let rest = batch.len() - i;

@@ -150,26 +150,11 @@ impl Screen {
     fn is_local(&mut self, addr: IpAddr) -> bool {
         let stale = self.local_read.is_none_or(|t| t.elapsed() >= ADDRESSES_TTL);
         if stale {
-            self.local = host_addresses();
+            self.local = crate::route::host_addresses().into_keys().collect();
             self.local_read = Some(Instant::now());
         }
         self.local.contains(&addr)
     }
-}
-
-/// Every address of this host's interfaces (in this network namespace).
-fn host_addresses() -> HashSet<IpAddr> {
-    let Ok(addrs) = nix::ifaddrs::getifaddrs() else {
-        return HashSet::new();
-    };
-    addrs
-        .filter_map(|a| a.address)
-        .filter_map(|s| {
-            s.as_sockaddr_in()
-                .map(|v4| IpAddr::V4(v4.ip()))
-                .or_else(|| s.as_sockaddr_in6().map(|v6| IpAddr::V6(v6.ip())))
-        })
-        .collect()
 }
 
 fn unspecified() -> std::net::SocketAddr {

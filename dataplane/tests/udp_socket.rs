@@ -131,3 +131,41 @@ fn a_failed_send_is_marked_and_the_rest_go_out() {
     let firsts: Vec<u8> = got.iter().map(|(d, _)| d[0]).collect();
     assert_eq!(firsts, [0, 1, 3]);
 }
+
+#[test]
+fn received_datagrams_say_where_they_arrived() {
+    for (loopback, ip) in [("127.0.0.1", "127.0.0.1"), ("[::1]", "::1")] {
+        let (a, b) = (SystemUdp.bind(0, 0).unwrap(), SystemUdp.bind(0, 0).unwrap());
+        let to: SocketAddr = format!("{loopback}:{}", b.local_port()).parse().unwrap();
+        assert_eq!(a.send_batch(&mut train(to, &[100])), 0);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut batch = Batch::new();
+        while batch.is_empty() && Instant::now() < deadline {
+            b.recv_batch(&mut batch).unwrap();
+        }
+        let (_, _, seen_at) = batch.received().next().expect("a datagram");
+        let (local, ifindex) = seen_at.expect("the destination address is reported");
+        assert_eq!(local, ip.parse::<std::net::IpAddr>().unwrap());
+        assert!(ifindex > 0, "the interface is reported");
+    }
+}
+
+#[test]
+fn a_datagram_leaves_from_the_source_asked_for_or_the_kernels_choice() {
+    let (a, b) = (SystemUdp.bind(0, 0).unwrap(), SystemUdp.bind(0, 0).unwrap());
+    let to: SocketAddr = ([127, 0, 0, 1], b.local_port()).into();
+    let mut out = Batch::packed(8, 1500);
+    // 127.0.0.2 is this host's (all of 127/8 is); 192.0.2.77 is not: refused, then sent
+    // from the kernel's choice.
+    for (i, from) in ["127.0.0.2", "192.0.2.77"].iter().enumerate() {
+        let slot = out.next_slot().unwrap();
+        slot[..10].fill(i as u8);
+        out.commit_path(10, to, Some(from.parse().unwrap()), 0, 0);
+    }
+    assert_eq!(a.send_batch(&mut out), 0);
+    assert!(!out.source_refused(0));
+    assert!(out.source_refused(1));
+    let (got, _) = receive(&b, 2);
+    let sources: Vec<_> = got.iter().map(|(_, from)| from.ip().to_string()).collect();
+    assert_eq!(sources, ["127.0.0.2", "127.0.0.1"]);
+}

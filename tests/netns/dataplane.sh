@@ -71,3 +71,88 @@ test_routing_loop_stays_bounded() {
     d=$(drops_of "$IF_A")
     grep -q "routing_loop=" <<<"$d" || fail "nothing counted as a routing loop: $d"
 }
+
+# sticky_pair FAMILY(4|6) ENDPOINT_OF_A: ours in A without an endpoint for B; in B
+# wireguard-go (or $SWG_B), configured to reach A at ENDPOINT_OF_A (one of A's addresses).
+# B initiates.
+sticky_pair() {
+    local family=$1 endpoint=$2
+    start ours "$NS_A" "$IF_A"
+    start "${SWG_B:-wggo}" "$NS_B" "$IF_B"
+    wg genkey >"$TMP/a.key"
+    wg genkey >"$TMP/b.key"
+    KEY_A=$(wg pubkey <"$TMP/a.key")
+    KEY_B=$(wg pubkey <"$TMP/b.key")
+    ip netns exec "$NS_A" wg set "$IF_A" private-key "$TMP/a.key" listen-port 51820 \
+        peer "$KEY_B" allowed-ips "$IB4/32" || fail "wg set A"
+    ip netns exec "$NS_B" wg set "$IF_B" private-key "$TMP/b.key" listen-port 51820 \
+        peer "$KEY_A" endpoint "$endpoint" allowed-ips "$IA4/32" || fail "wg set B"
+    ip -n "$NS_A" addr add "$IA4/24" dev "$IF_A"
+    ip -n "$NS_B" addr add "$IB4/24" dev "$IF_B"
+    ip -n "$NS_A" link set "$IF_A" up
+    ip -n "$NS_B" link set "$IF_B" up
+}
+
+# endpoint_of_a: A's endpoint as B sees it.
+endpoint_of_a() {
+    ip netns exec "$NS_B" wg show "$IF_B" endpoints | cut -f2
+}
+
+# A host with two addresses answers from the one the peer wrote to: the peer keeps that
+# endpoint (without it, A answers from its primary address and the peer roams there).
+sticky_source() {
+    local family=$1 second=$2 endpoint=$3
+    underlay
+    if [ "$family" = 6 ]; then
+        # In another prefix, so that the kernel would never pick it to reach B by itself.
+        ip -n "$NS_A" addr add "$second/64" dev "v$RID" nodad
+        ip -n "$NS_B" route add "${second%::*}::/64" dev "v$RID"
+    else
+        ip -n "$NS_A" addr add "$second/24" dev "v$RID"
+    fi
+    sticky_pair "$family" "$endpoint"
+    ping_ok "$NS_B" "$IA4"
+    ping_ok "$NS_A" "$IB4"
+    sleep 0.5
+    ping_ok "$NS_A" "$IB4"
+    [ "$(endpoint_of_a)" = "$endpoint" ] || fail "the peer sees A at $(endpoint_of_a), not $endpoint"
+}
+
+test_sticky_source_v4() { sticky_source 4 192.168.231.11 192.168.231.11:51820; }
+test_sticky_source_v6() { sticky_source 6 fd77:999::11 "[fd77:999::11]:51820"; }
+
+# The peer writes to A over one interface, but A's route back leaves through another: A
+# answers from the kernel's choice (the other interface's address), as the kernel does.
+test_sticky_source_not_across_interfaces() {
+    underlay
+    ip link add "w$RID" netns "$NS_A" type veth peer name "w$RID" netns "$NS_B" || fail "second veth"
+    ip -n "$NS_A" addr add 192.168.232.1/24 dev "w$RID"
+    ip -n "$NS_B" addr add 192.168.232.2/24 dev "w$RID"
+    ip -n "$NS_A" link set "w$RID" up
+    ip -n "$NS_B" link set "w$RID" up
+    ip -n "$NS_A" route add "$UB4/32" via 192.168.232.2 dev "w$RID" || fail "route"
+    # B is ours too: wireguard-go would pin its own replies to the interface A's
+    # arrived on, and the packets would then arrive on the route's interface.
+    SWG_B=ours sticky_pair 4 "$UA4:51820"
+    ping_ok "$NS_B" "$IA4"
+    sleep 0.5
+    ping_ok "$NS_A" "$IB4"
+    ping_ok "$NS_B" "$IA4"
+    [ "$(endpoint_of_a)" = "192.168.232.1:51820" ] ||
+        fail "A answered from $(endpoint_of_a), not from the address of the interface its route uses"
+}
+
+# The address the peer wrote to leaves the host: A falls back to the kernel's choice at
+# once (the peer roams to it), no blackhole.
+test_sticky_source_falls_over() {
+    underlay
+    ip -n "$NS_A" addr add 192.168.231.11/24 dev "v$RID"
+    sticky_pair 4 192.168.231.11:51820
+    ping_ok "$NS_B" "$IA4"
+    ping_ok "$NS_A" "$IB4"
+    [ "$(endpoint_of_a)" = 192.168.231.11:51820 ] || fail "not sticky to begin with: $(endpoint_of_a)"
+    ip -n "$NS_A" addr del 192.168.231.11/24 dev "v$RID"
+    ip netns exec "$NS_A" ping -c 3 -i 0.2 -W 1 "$IB4" >"$TMP/ping.out" 2>&1 ||
+        { cat "$TMP/ping.out" >&2; fail "traffic stopped when the address went"; }
+    [ "$(endpoint_of_a)" = "$UA4:51820" ] || fail "the peer sees A at $(endpoint_of_a)"
+}

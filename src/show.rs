@@ -8,7 +8,7 @@ use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 use anyhow::{Context as _, bail};
-use dataplane::uapi::command::parse_get;
+use dataplane::uapi::text::parse_get;
 use dataplane::{DeviceStatus, PeerStatus};
 
 /// Asks the interface behind `socket` for its state.

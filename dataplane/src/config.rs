@@ -68,17 +68,18 @@ impl TunnelConfig {
             let mut seen = Vec::with_capacity(peer.allowed_ips.len());
             for net in &peer.allowed_ips {
                 let net = normalize(*net);
-                if seen.contains(&net) {
-                    continue;
+                match owners.insert(net, peer.public_key) {
+                    None => seen.push(net),
+                    // A duplicate inside one peer is dropped.
+                    Some(first) if first == peer.public_key => {}
+                    Some(first) => {
+                        return Err(ConfigError::AllowedIpConflict {
+                            prefix: net.to_string(),
+                            first: first.to_base64(),
+                            second: peer.public_key.to_base64(),
+                        });
+                    }
                 }
-                if let Some(first) = owners.insert(net, peer.public_key) {
-                    return Err(ConfigError::AllowedIpConflict {
-                        prefix: net.to_string(),
-                        first: first.to_base64(),
-                        second: peer.public_key.to_base64(),
-                    });
-                }
-                seen.push(net);
             }
             peer.allowed_ips = seen;
         }

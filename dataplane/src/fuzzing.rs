@@ -11,7 +11,9 @@ use crate::inbound::{Outputs, receive_datagram};
 use crate::key::PrivateKey;
 use crate::peers::PeerTable;
 use crate::stats::DeviceCounters;
-use crate::uapi::command::{Request, format_set, merge_set, parse_request};
+use crate::uapi::command::{Request, parse_request};
+use crate::uapi::merge::merge_set;
+use crate::uapi::text::format_set;
 use crate::{Batch, PeerConfig};
 
 /// Our fixed static key and two peers' keys, so seeds stay valid across runs.

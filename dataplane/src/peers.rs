@@ -221,12 +221,14 @@ impl PeerTable {
         };
         let mut routes = Vec::new();
         let used: std::collections::HashSet<u32> = old.by_index.keys().copied().collect();
+        let old_endpoints: HashMap<Key, Option<SocketAddr>> = old_config
+            .peers
+            .iter()
+            .map(|p| (p.public_key, p.endpoint))
+            .collect();
         for (pos, pc) in config.peers.iter().enumerate() {
             let previous = old.by_key(&pc.public_key);
-            let old_pc = old_config
-                .peers
-                .iter()
-                .find(|p| p.public_key == pc.public_key);
+            let old_endpoint = old_endpoints.get(&pc.public_key).copied().flatten();
             let reuse = previous.filter(|p| same_identity && p.preshared_key == pc.preshared_key);
             let peer = match reuse {
                 Some(p) => Arc::clone(p),
@@ -265,7 +267,7 @@ impl PeerTable {
             // An endpoint given in the config wins when it changed (or the peer is new);
             // otherwise the roamed endpoint stays.
             if let Some(ep) = pc.endpoint
-                && (old_pc.and_then(|o| o.endpoint) != Some(ep)
+                && (old_endpoint != Some(ep)
                     || previous.is_none()
                     || force_endpoint(&pc.public_key))
             {

@@ -127,3 +127,81 @@ async fn a_live_socket_is_not_stolen() {
     assert!(first.is_deleted());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A tunnel with its TUN's host side (dropping that would delete the device).
+fn tunnel_at(
+    name: &str,
+    ip: &str,
+) -> (
+    Tunnel<dataplane::testing::MemUdpBinder>,
+    dataplane::testing::MemTunHost,
+) {
+    let (tun, host) = mem_tun();
+    let net = MemNet::new();
+    let t = Tunnel::spawn(
+        name,
+        tun,
+        net.host(ip.parse().unwrap()),
+        TunnelConfig::default(),
+    );
+    (t.unwrap(), host)
+}
+
+#[tokio::test]
+async fn connections_are_bounded_and_idle_ones_closed() {
+    let dir = temp_dir("limits");
+    let (t, _host) = tunnel_at("uapi2", "192.0.2.10");
+    let server = UapiServer::bind(&dir, t.device()).await.unwrap();
+    let path = server.path().to_path_buf();
+    // Every slot taken by a client that sends nothing.
+    let mut idle = Vec::new();
+    for _ in 0..dataplane::uapi::MAX_CONNECTIONS {
+        idle.push(UnixStream::connect(&path).await.unwrap());
+    }
+    let (r, mut w) = UnixStream::connect(&path).await.unwrap().into_split();
+    let mut r = BufReader::new(r);
+    w.write_all(b"get=1\n\n").await.unwrap();
+    let mut line = String::new();
+    let waited = tokio::time::timeout(Duration::from_millis(300), r.read_line(&mut line)).await;
+    assert!(waited.is_err(), "served beyond the limit: {line:?}");
+    // One slot frees up: the waiting client is served.
+    drop(idle.pop());
+    assert!(answer(&mut r).await.ends_with("errno=0\n"));
+    // An idle connection is closed after uapi::IDLE.
+    let mut quiet = idle.pop().unwrap();
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(
+        dataplane::uapi::IDLE + Duration::from_secs(5),
+        quiet.read_to_end(&mut rest),
+    )
+    .await;
+    assert!(matches!(closed, Ok(Ok(0))), "{closed:?}");
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn a_setconf_with_130_000_allowed_ips_is_taken_whole() {
+    let dir = temp_dir("big");
+    let (t, _host) = tunnel_at("uapi3", "192.0.2.11");
+    let server = UapiServer::bind(&dir, t.device()).await.unwrap();
+    let (r, mut w) = UnixStream::connect(server.path())
+        .await
+        .unwrap()
+        .into_split();
+    let mut r = BufReader::new(r);
+    let peer = PrivateKey::generate().public_key();
+    let mut req = format!("set=1\nreplace_peers=true\npublic_key={}\n", peer.to_hex());
+    for i in 0..130_000u32 {
+        req.push_str(&format!(
+            "allowed_ip={}/32\n",
+            std::net::Ipv4Addr::from(0x0a00_0000 + i)
+        ));
+    }
+    req.push('\n');
+    w.write_all(req.as_bytes()).await.unwrap();
+    assert_eq!(answer(&mut r).await, "errno=0\n");
+    assert_eq!(t.config().peers[0].allowed_ips.len(), 130_000);
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -1,17 +1,18 @@
-//! The cross-platform configuration protocol, pure: parsing `get=1` / `set=1` requests,
-//! merging a set into a configuration, and formatting (and parsing) `get` answers.
-//! Follows wireguard-go's `device/uapi.go` and wireguard-tools' `ipc-uapi.h`.
+//! The cross-platform configuration protocol's requests, pure: the request types, their
+//! errors, and a streaming parser that takes a request line by line, so memory stays
+//! bounded by what the request asks for (with limits), never by its text. Follows
+//! wireguard-go's `device/uapi.go` and wireguard-tools' `ipc-uapi.h`.
+//!
+//! Error messages name the key at fault and never quote a value: a line can hold a
+//! private key, and the messages are logged.
 
-use std::fmt::Write as _;
 use std::net::SocketAddr;
-use std::time::{Duration, UNIX_EPOCH};
 
 use ip_network::IpNetwork;
 
-use crate::config::{PeerConfig, TunnelConfig, parse_endpoint, parse_prefix};
+use crate::config::{parse_endpoint, parse_prefix};
 use crate::error::ConfigError;
-use crate::key::{Key, PrivateKey};
-use crate::status::DeviceStatus;
+use crate::key::Key;
 
 /// `EIO`.
 pub const EIO: i32 = 5;
@@ -21,6 +22,13 @@ pub const EINVAL: i32 = 22;
 pub const EPROTO: i32 = 71;
 /// `EADDRINUSE`: the listen port is taken.
 pub const EADDRINUSE: i32 = 98;
+/// `E2BIG`: a request larger than the limits below.
+pub const E2BIG: i32 = 7;
+
+/// Most peer sections in one `set=1` (a whole cluster of nodes fits many times over).
+pub const MAX_PEERS: usize = 100_000;
+/// Most `allowed_ip` lines in one `set=1` (a `wg setconf` with 130 000 fits).
+pub const MAX_ALLOWED_IPS: usize = 1 << 20;
 
 /// A failed request: the errno to answer with and a message for the log.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -33,7 +41,7 @@ pub struct UapiError {
 }
 
 impl UapiError {
-    fn new(errno: i32, message: impl Into<String>) -> Self {
+    pub(crate) fn new(errno: i32, message: impl Into<String>) -> Self {
         Self {
             errno,
             message: message.into(),
@@ -48,6 +56,7 @@ impl From<ConfigError> for UapiError {
             ConfigError::Bind { .. } => EIO,
             _ => EINVAL,
         };
+        // These messages name peers by public key, prefixes and ports: nothing secret.
         Self::new(errno, e.to_string())
     }
 }
@@ -106,6 +115,19 @@ pub enum AllowedIpChange {
     Remove(IpNetwork),
 }
 
+/// A key name as it may appear in a message: short, printable.
+fn name(k: &str) -> String {
+    let mut n: String = k
+        .chars()
+        .take(32)
+        .filter(|c| c.is_ascii_graphic())
+        .collect();
+    if k.len() > 32 {
+        n.push('…');
+    }
+    n
+}
+
 /// The flag keys take only `true`, as in wireguard-go.
 fn parse_true(key: &str, v: &str) -> Result<bool, UapiError> {
     if v == "true" {
@@ -113,57 +135,83 @@ fn parse_true(key: &str, v: &str) -> Result<bool, UapiError> {
     } else {
         Err(UapiError::new(
             EINVAL,
-            format!("{key}: the only valid value is true, got {v:?}"),
+            format!("{key}: the only valid value is true"),
         ))
     }
 }
 
-fn parse_num<T: std::str::FromStr>(key: &str, v: &str) -> Result<T, UapiError> {
+pub(crate) fn parse_num<T: std::str::FromStr>(key: &str, v: &str) -> Result<T, UapiError> {
     if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(UapiError::new(
-            EINVAL,
-            format!("{key}: invalid number {v:?}"),
-        ));
+        return Err(UapiError::new(EINVAL, format!("{key}: invalid number")));
     }
     v.parse()
-        .map_err(|_| UapiError::new(EINVAL, format!("{key}: number out of range {v:?}")))
+        .map_err(|_| UapiError::new(EINVAL, format!("{key}: number out of range")))
 }
 
-fn parse_key(key: &str, v: &str) -> Result<Key, UapiError> {
+pub(crate) fn parse_key(key: &str, v: &str) -> Result<Key, UapiError> {
     Key::from_hex(v).map_err(|e| UapiError::new(EINVAL, format!("{key}: {e}")))
 }
 
-/// Parses one request: its operation line and the `key=value` lines after it (the
-/// terminating empty line already stripped).
-pub fn parse_request(lines: &[&str]) -> Result<Request, UapiError> {
-    let (op, rest) = lines
-        .split_first()
-        .ok_or_else(|| UapiError::new(EINVAL, "empty request"))?;
-    match *op {
-        "get=1" => {
-            if let Some(extra) = rest.first() {
-                return Err(UapiError::new(
-                    EINVAL,
-                    format!("unexpected line after get=1: {extra:?}"),
-                ));
-            }
-            Ok(Request::Get)
-        }
-        "set=1" => parse_set(rest).map(Request::Set),
-        other => Err(UapiError::new(
+pub(crate) fn prefix(v: &str) -> Result<IpNetwork, UapiError> {
+    if !v.contains('/') {
+        return Err(UapiError::new(
             EINVAL,
-            format!("invalid operation {other:?}"),
-        )),
+            "allowed_ip: a prefix length is needed",
+        ));
     }
+    parse_prefix(v).map_err(|_| UapiError::new(EINVAL, "allowed_ip: invalid prefix"))
 }
 
-fn parse_set(lines: &[&str]) -> Result<SetRequest, UapiError> {
-    let mut req = SetRequest::default();
-    for line in lines {
-        let (k, v) = line
-            .split_once('=')
-            .ok_or_else(|| UapiError::new(EPROTO, format!("line is not key=value: {line:?}")))?;
+/// Parses one request from its lines, fed one at a time (the terminating empty line not
+/// included). After the first error the rest of the request is read and ignored, so the
+/// answer comes after the whole request, as the client expects.
+#[derive(Debug, Default)]
+pub struct RequestParser {
+    request: Option<Request>,
+    error: Option<UapiError>,
+    lines: usize,
+    allowed_ips: usize,
+}
+
+impl RequestParser {
+    /// A parser before the operation line.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Takes the next line.
+    pub fn line(&mut self, line: &str) {
+        if self.error.is_some() {
+            return;
+        }
+        self.lines += 1;
+        if let Err(e) = self.take(line) {
+            self.error = Some(e);
+        }
+    }
+
+    fn take(&mut self, line: &str) -> Result<(), UapiError> {
+        let Some(request) = &mut self.request else {
+            self.request = Some(match line {
+                "get=1" => Request::Get,
+                "set=1" => Request::Set(SetRequest::default()),
+                _ => return Err(UapiError::new(EINVAL, "invalid operation")),
+            });
+            return Ok(());
+        };
+        let Request::Set(req) = request else {
+            return Err(UapiError::new(EINVAL, "unexpected line after get=1"));
+        };
+        let (k, v) = line.split_once('=').ok_or_else(|| {
+            UapiError::new(EPROTO, format!("line {} is not key=value", self.lines))
+        })?;
         if k == "public_key" {
+            if req.peers.len() >= MAX_PEERS {
+                return Err(UapiError::new(
+                    E2BIG,
+                    format!("more than {MAX_PEERS} peers"),
+                ));
+            }
             req.peers.push(PeerSet {
                 public_key: parse_key(k, v)?,
                 remove: false,
@@ -173,7 +221,7 @@ fn parse_set(lines: &[&str]) -> Result<SetRequest, UapiError> {
                 persistent_keepalive: None,
                 allowed_ips: Vec::new(),
             });
-            continue;
+            return Ok(());
         }
         let Some(peer) = req.peers.last_mut() else {
             match k {
@@ -184,19 +232,20 @@ fn parse_set(lines: &[&str]) -> Result<SetRequest, UapiError> {
                 _ => {
                     return Err(UapiError::new(
                         EINVAL,
-                        format!("invalid interface key {k:?}"),
+                        format!("invalid interface key {}", name(k)),
                     ));
                 }
             }
-            continue;
+            return Ok(());
         };
         match k {
             "remove" => peer.remove = parse_true(k, v)?,
             "update_only" => peer.update_only = parse_true(k, v)?,
             "preshared_key" => peer.preshared_key = Some(parse_key(k, v)?),
             "endpoint" => {
-                peer.endpoint =
-                    Some(parse_endpoint(v).map_err(|e| UapiError::new(EINVAL, e.to_string()))?)
+                peer.endpoint = Some(
+                    parse_endpoint(v).map_err(|_| UapiError::new(EINVAL, "endpoint: invalid"))?,
+                )
             }
             "persistent_keepalive_interval" => peer.persistent_keepalive = Some(parse_num(k, v)?),
             "replace_allowed_ips" => {
@@ -205,6 +254,13 @@ fn parse_set(lines: &[&str]) -> Result<SetRequest, UapiError> {
                 }
             }
             "allowed_ip" => {
+                self.allowed_ips += 1;
+                if self.allowed_ips > MAX_ALLOWED_IPS {
+                    return Err(UapiError::new(
+                        E2BIG,
+                        format!("more than {MAX_ALLOWED_IPS} allowed IPs"),
+                    ));
+                }
                 let change = match v.strip_prefix('-') {
                     Some(p) => AllowedIpChange::Remove(prefix(p)?),
                     None => AllowedIpChange::Add(prefix(v)?),
@@ -213,246 +269,34 @@ fn parse_set(lines: &[&str]) -> Result<SetRequest, UapiError> {
             }
             "protocol_version" => {
                 if v != "1" {
-                    return Err(UapiError::new(
-                        EINVAL,
-                        format!("unsupported protocol_version {v:?}"),
-                    ));
+                    return Err(UapiError::new(EINVAL, "protocol_version: unsupported"));
                 }
             }
-            _ => return Err(UapiError::new(EINVAL, format!("invalid peer key {k:?}"))),
-        }
-    }
-    Ok(req)
-}
-
-fn prefix(v: &str) -> Result<IpNetwork, UapiError> {
-    if !v.contains('/') {
-        return Err(UapiError::new(
-            EINVAL,
-            format!("allowed_ip needs a prefix length: {v:?}"),
-        ));
-    }
-    parse_prefix(v).map_err(|e| UapiError::new(EINVAL, e.to_string()))
-}
-
-/// Applies `req` to `config` with wireguard-go's semantics: a peer with our own key is
-/// ignored, `update_only` never creates, an added allowed IP moves from its old owner.
-pub fn merge_set(config: &mut TunnelConfig, req: &SetRequest) {
-    if let Some(k) = req.private_key {
-        config.private_key = (!k.is_zero()).then(|| PrivateKey::from_bytes(k.0));
-        if let Some(own) = config.private_key.as_ref().map(PrivateKey::public_key) {
-            config.peers.retain(|p| p.public_key != own);
-        }
-    }
-    if let Some(p) = req.listen_port {
-        config.listen_port = p;
-    }
-    if let Some(m) = req.fwmark {
-        config.fwmark = m;
-    }
-    if req.replace_peers {
-        config.peers.clear();
-    }
-    let own = config.private_key.as_ref().map(PrivateKey::public_key);
-    for set in &req.peers {
-        if Some(set.public_key) == own {
-            continue;
-        }
-        if set.remove {
-            config.peers.retain(|p| p.public_key != set.public_key);
-            continue;
-        }
-        let pos = match config
-            .peers
-            .iter()
-            .position(|p| p.public_key == set.public_key)
-        {
-            Some(i) => i,
-            None if set.update_only => continue,
-            None => {
-                config.peers.push(PeerConfig::new(set.public_key));
-                config.peers.len() - 1
-            }
-        };
-        let peer = &mut config.peers[pos];
-        if let Some(psk) = set.preshared_key {
-            peer.preshared_key = (!psk.is_zero()).then_some(psk);
-        }
-        if let Some(ep) = set.endpoint {
-            peer.endpoint = Some(ep);
-        }
-        if let Some(ka) = set.persistent_keepalive {
-            peer.persistent_keepalive = (ka != 0).then_some(ka);
-        }
-        for change in &set.allowed_ips {
-            match *change {
-                AllowedIpChange::Clear => config.peers[pos].allowed_ips.clear(),
-                AllowedIpChange::Remove(net) => config.peers[pos].allowed_ips.retain(|n| *n != net),
-                AllowedIpChange::Add(net) => {
-                    for (i, other) in config.peers.iter_mut().enumerate() {
-                        if i != pos {
-                            other.allowed_ips.retain(|n| *n != net);
-                        }
-                    }
-                    let ips = &mut config.peers[pos].allowed_ips;
-                    if !ips.contains(&net) {
-                        ips.push(net);
-                    }
-                }
+            _ => {
+                return Err(UapiError::new(
+                    EINVAL,
+                    format!("invalid peer key {}", name(k)),
+                ));
             }
         }
+        Ok(())
+    }
+
+    /// The request, or its first error.
+    pub fn finish(self) -> Result<Request, UapiError> {
+        if let Some(e) = self.error {
+            return Err(e);
+        }
+        self.request
+            .ok_or_else(|| UapiError::new(EINVAL, "empty request"))
     }
 }
 
-/// Formats the body of a `get=1` answer (without the closing `errno=0` line).
-pub fn format_get(status: &DeviceStatus) -> String {
-    let mut s = String::with_capacity(256 + status.peers.len() * 320);
-    if let Some(sk) = &status.private_key {
-        let _ = writeln!(s, "private_key={}", sk.expose().to_hex());
+/// Parses one whole request (its lines, the terminating empty line already stripped).
+pub fn parse_request(lines: &[&str]) -> Result<Request, UapiError> {
+    let mut p = RequestParser::new();
+    for line in lines {
+        p.line(line);
     }
-    if status.listen_port != 0 {
-        let _ = writeln!(s, "listen_port={}", status.listen_port);
-    }
-    if status.fwmark != 0 {
-        let _ = writeln!(s, "fwmark={}", status.fwmark);
-    }
-    for p in &status.peers {
-        let _ = writeln!(s, "public_key={}", p.public_key.to_hex());
-        let _ = writeln!(
-            s,
-            "preshared_key={}",
-            p.preshared_key.unwrap_or_default().to_hex()
-        );
-        let _ = writeln!(s, "protocol_version=1");
-        if let Some(ep) = p.endpoint {
-            let _ = writeln!(s, "endpoint={ep}");
-        }
-        let since = p
-            .last_handshake
-            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-            .unwrap_or_default();
-        let _ = writeln!(s, "last_handshake_time_sec={}", since.as_secs());
-        let _ = writeln!(s, "last_handshake_time_nsec={}", since.subsec_nanos());
-        let _ = writeln!(s, "tx_bytes={}", p.tx_bytes);
-        let _ = writeln!(s, "rx_bytes={}", p.rx_bytes);
-        let _ = writeln!(
-            s,
-            "persistent_keepalive_interval={}",
-            p.persistent_keepalive.unwrap_or(0)
-        );
-        for net in &p.allowed_ips {
-            let _ = writeln!(s, "allowed_ip={net}");
-        }
-    }
-    s
-}
-
-/// Parses a `get=1` answer body (as [`format_get`] writes it) back into a status; packet
-/// counts, which the protocol does not carry, come back as 0.
-pub fn parse_get(text: &str) -> Result<DeviceStatus, UapiError> {
-    let mut st = DeviceStatus {
-        private_key: None,
-        listen_port: 0,
-        fwmark: 0,
-        peers: Vec::new(),
-    };
-    let mut handshake = (0u64, 0u32);
-    let finish = |st: &mut DeviceStatus, hs: &mut (u64, u32)| {
-        if let Some(p) = st.peers.last_mut() {
-            p.last_handshake = (*hs != (0, 0)).then(|| UNIX_EPOCH + Duration::new(hs.0, hs.1));
-        }
-        *hs = (0, 0);
-    };
-    for line in text.lines().filter(|l| !l.is_empty()) {
-        let (k, v) = line
-            .split_once('=')
-            .ok_or_else(|| UapiError::new(EPROTO, format!("bad line {line:?}")))?;
-        if k == "public_key" {
-            finish(&mut st, &mut handshake);
-            st.peers
-                .push(crate::status::PeerStatus::new(parse_key(k, v)?));
-            continue;
-        }
-        match (k, st.peers.last_mut()) {
-            ("private_key", None) => {
-                st.private_key = Some(PrivateKey::from_bytes(parse_key(k, v)?.0))
-            }
-            ("listen_port", None) => st.listen_port = parse_num(k, v)?,
-            ("fwmark", None) => st.fwmark = parse_num(k, v)?,
-            ("errno", _) => {
-                let n: i32 = v.parse().map_err(|_| UapiError::new(EPROTO, "bad errno"))?;
-                if n != 0 {
-                    return Err(UapiError::new(n, "the interface answered with an error"));
-                }
-            }
-            ("preshared_key", Some(p)) => {
-                p.preshared_key = Some(parse_key(k, v)?).filter(|k| !k.is_zero())
-            }
-            ("protocol_version", Some(_)) => {}
-            ("endpoint", Some(p)) => {
-                p.endpoint =
-                    Some(parse_endpoint(v).map_err(|e| UapiError::new(EINVAL, e.to_string()))?)
-            }
-            ("last_handshake_time_sec", Some(_)) => handshake.0 = parse_num(k, v)?,
-            ("last_handshake_time_nsec", Some(_)) => handshake.1 = parse_num(k, v)?,
-            ("tx_bytes", Some(p)) => p.tx_bytes = parse_num(k, v)?,
-            ("rx_bytes", Some(p)) => p.rx_bytes = parse_num(k, v)?,
-            ("persistent_keepalive_interval", Some(p)) => {
-                p.persistent_keepalive = Some(parse_num(k, v)?).filter(|&n: &u16| n != 0)
-            }
-            ("allowed_ip", Some(p)) => p.allowed_ips.push(prefix(v)?),
-            // Unknown keys are ignored, as `wg` does.
-            _ => {}
-        }
-    }
-    finish(&mut st, &mut handshake);
-    Ok(st)
-}
-
-/// Formats a `set=1` request (with its terminating empty line), e.g. for a client.
-pub fn format_set(req: &SetRequest) -> String {
-    let mut s = String::from("set=1\n");
-    if let Some(k) = req.private_key {
-        let _ = writeln!(s, "private_key={}", k.to_hex());
-    }
-    if let Some(p) = req.listen_port {
-        let _ = writeln!(s, "listen_port={p}");
-    }
-    if let Some(m) = req.fwmark {
-        let _ = writeln!(s, "fwmark={m}");
-    }
-    if req.replace_peers {
-        s.push_str("replace_peers=true\n");
-    }
-    for p in &req.peers {
-        let _ = writeln!(s, "public_key={}", p.public_key.to_hex());
-        if p.remove {
-            s.push_str("remove=true\n");
-        }
-        if p.update_only {
-            s.push_str("update_only=true\n");
-        }
-        if let Some(k) = p.preshared_key {
-            let _ = writeln!(s, "preshared_key={}", k.to_hex());
-        }
-        if let Some(ep) = p.endpoint {
-            let _ = writeln!(s, "endpoint={ep}");
-        }
-        if let Some(ka) = p.persistent_keepalive {
-            let _ = writeln!(s, "persistent_keepalive_interval={ka}");
-        }
-        for c in &p.allowed_ips {
-            match c {
-                AllowedIpChange::Clear => s.push_str("replace_allowed_ips=true\n"),
-                AllowedIpChange::Add(n) => {
-                    let _ = writeln!(s, "allowed_ip={n}");
-                }
-                AllowedIpChange::Remove(n) => {
-                    let _ = writeln!(s, "allowed_ip=-{n}");
-                }
-            }
-        }
-    }
-    s.push('\n');
-    s
+    p.finish()
 }

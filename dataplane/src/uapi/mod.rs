@@ -1,28 +1,42 @@
 //! The UAPI socket: `/var/run/wireguard/<ifname>.sock`, mode 0600, served until the
 //! server is dropped (which removes the socket if it is still ours). Several requests per
 //! connection; garbage gets an `errno=` answer, never a crash.
+//!
+//! Bounded under abuse: requests are parsed line by line as they arrive (memory follows
+//! what a request asks for, within `command::MAX_PEERS` and `MAX_ALLOWED_IPS`), at most
+//! [`MAX_CONNECTIONS`] are served at once (more wait in the listen backlog), a connection
+//! idle for [`IDLE`] is closed, and applying a `set` runs on a blocking thread, never on
+//! the tokio workers that run the tick. Refusals are logged with the key at fault, never
+//! with a line of the request (it may hold a private key).
 
 pub mod command;
+pub mod merge;
+pub mod text;
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use std::time::Duration;
+
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 
 use crate::error::Error;
 use crate::status::Device;
-use command::{EINVAL, Request, UapiError};
+use command::{EINVAL, EIO, Request, RequestParser, UapiError};
 
 /// Where `wg` looks for userspace interfaces.
 pub const SOCKET_DIR: &str = "/var/run/wireguard";
 
 /// Longest accepted line; a longer one closes the connection.
 const MAX_LINE: u64 = 4096;
-/// Most bytes in one request (a `wg setconf` of thousands of peers is well below this).
-const MAX_REQUEST: usize = 16 << 20;
+/// Connections served at once.
+pub const MAX_CONNECTIONS: usize = 16;
+/// A connection that sends nothing for this long is closed.
+pub const IDLE: Duration = Duration::from_secs(10);
 
 /// The socket path for interface `name` under `dir`.
 pub fn socket_path(dir: &Path, name: &str) -> PathBuf {
@@ -57,15 +71,21 @@ impl UapiServer {
         let listener = UnixListener::bind(&path).map_err(err)?;
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).map_err(err)?;
         let inode = std::fs::metadata(&path).map_err(err)?.ino();
+        let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
         let task = tokio::spawn(async move {
             loop {
+                // Wait for a free slot before accepting: extra clients wait in the backlog.
+                let Ok(slot) = Arc::clone(&slots).acquire_owned().await else {
+                    return;
+                };
                 match listener.accept().await {
                     Ok((stream, _)) => {
                         let device = Arc::clone(&device);
                         tokio::spawn(async move {
-                            if let Err(e) = serve(stream, &*device).await {
+                            if let Err(e) = serve(stream, Arc::clone(&device)).await {
                                 tracing::debug!(device = device.name(), error = %e, "UAPI connection ended");
                             }
+                            drop(slot);
                         });
                     }
                     Err(e) => {
@@ -101,22 +121,23 @@ impl Drop for UapiServer {
     }
 }
 
-/// Serves requests on one connection until it closes.
-pub async fn serve(stream: UnixStream, device: &dyn Device) -> std::io::Result<()> {
+/// Serves requests on one connection until it closes or stays idle for [`IDLE`].
+pub async fn serve(stream: UnixStream, device: Arc<dyn Device>) -> std::io::Result<()> {
     let (r, mut w) = stream.into_split();
     let mut reader = BufReader::new(r);
-    let mut lines: Vec<String> = Vec::new();
     let mut buf = Vec::with_capacity(256);
     loop {
-        lines.clear();
-        let mut size = 0;
+        let mut parser = RequestParser::new();
+        let mut lines = 0usize;
         // Read one request: lines up to an empty line.
         loop {
             buf.clear();
-            let n = (&mut reader)
-                .take(MAX_LINE)
-                .read_until(b'\n', &mut buf)
-                .await?;
+            let mut limited = (&mut reader).take(MAX_LINE);
+            let read = limited.read_until(b'\n', &mut buf);
+            let Ok(n) = tokio::time::timeout(IDLE, read).await else {
+                return Ok(());
+            };
+            let n = n?;
             if n == 0 {
                 return Ok(());
             }
@@ -130,16 +151,16 @@ pub async fn serve(stream: UnixStream, device: &dyn Device) -> std::io::Result<(
             if buf.is_empty() {
                 break;
             }
-            size += buf.len() + 1;
-            if size > MAX_REQUEST {
-                return refuse(reader, w).await;
-            }
-            lines.push(String::from_utf8_lossy(&buf).into_owned());
+            lines += 1;
+            parser.line(&String::from_utf8_lossy(&buf));
         }
-        if lines.is_empty() {
+        if lines == 0 {
             continue;
         }
-        let reply = handle(device, &lines);
+        let device = Arc::clone(&device);
+        let reply = tokio::task::spawn_blocking(move || answer(&*device, parser.finish()))
+            .await
+            .unwrap_or_else(|_| format!("errno={EIO}\n\n"));
         w.write_all(reply.as_bytes()).await?;
     }
 }
@@ -161,13 +182,21 @@ async fn refuse(
 
 /// Answers one request (already split into lines) with the full response text.
 pub fn handle(device: &dyn Device, lines: &[String]) -> String {
-    let refs: Vec<&str> = lines.iter().map(String::as_str).collect();
-    let result = command::parse_request(&refs).and_then(|req| match req {
-        Request::Get => Ok(command::format_get(&device.status())),
+    let mut parser = RequestParser::new();
+    for line in lines {
+        parser.line(line);
+    }
+    answer(device, parser.finish())
+}
+
+/// The full response text to a parsed request.
+fn answer(device: &dyn Device, request: Result<Request, UapiError>) -> String {
+    let result = request.and_then(|req| match req {
+        Request::Get => Ok(text::format_get(&device.status())),
         Request::Set(set) => device
             .update(
                 &mut |cfg| {
-                    command::merge_set(cfg, &set);
+                    merge::merge_set(cfg, &set);
                     Ok(())
                 },
                 &set.peers

@@ -1,6 +1,8 @@
 use std::time::{Duration, UNIX_EPOCH};
 
 use super::command::*;
+use super::merge::merge_set;
+use super::text::{format_get, format_set, parse_get};
 use crate::config::{PeerConfig, TunnelConfig, parse_prefix};
 use crate::key::{Key, PrivateKey};
 use crate::status::{DeviceStatus, PeerStatus};
@@ -261,4 +263,87 @@ fn own_key_is_ignored_as_peer_and_zero_private_key_clears() {
         &format!("set=1\nprivate_key={}", Key::default().to_hex()),
     );
     assert!(cfg.private_key.is_none());
+}
+
+#[test]
+fn error_messages_name_the_key_never_the_value() {
+    let secret = "c0ffee".repeat(10);
+    let peer = format!("set=1\npublic_key={}", key(1).to_hex());
+    for req in [
+        format!("set=1\nprivate_key={secret}"),
+        format!("set=1\nlisten_port={secret}"),
+        format!("set=1\n{secret}"),
+        format!("{secret}=1"),
+        format!("get=1\n{secret}"),
+        format!("{peer}\nendpoint={secret}"),
+        format!("{peer}\nallowed_ip={secret}/8"),
+        format!("{peer}\npreshared_key={secret}"),
+        format!("{peer}\npersistent_keepalive_interval={secret}"),
+        format!("{peer}\nremove={secret}"),
+        format!("{peer}\nprotocol_version={secret}"),
+    ] {
+        let e = parse_request(&lines(&req)).unwrap_err();
+        assert!(
+            !e.message.contains("c0ffee"),
+            "{req:?} gave {:?}",
+            e.message
+        );
+    }
+    // An unknown key is named, shortened.
+    let e = parse_request(&lines(&format!("set=1\n{secret}=1"))).unwrap_err();
+    assert!(e.message.contains("invalid interface key c0ffee") || e.message.len() < 80);
+}
+
+#[test]
+fn an_error_mid_request_keeps_the_first_and_reads_on() {
+    let mut p = RequestParser::new();
+    for l in ["set=1", "listen_port=x", "fwmark=1", "no equals sign"] {
+        p.line(l);
+    }
+    let e = p.finish().unwrap_err();
+    assert_eq!(
+        e.errno, EINVAL,
+        "the first error, not the later EPROTO: {e}"
+    );
+}
+
+#[test]
+fn requests_past_the_limits_are_refused() {
+    let mut p = RequestParser::new();
+    p.line("set=1");
+    p.line(&format!("public_key={}", key(1).to_hex()));
+    for i in 0..=MAX_ALLOWED_IPS as u32 {
+        p.line(&format!("allowed_ip={}/32", std::net::Ipv4Addr::from(i)));
+    }
+    assert_eq!(p.finish().unwrap_err().errno, E2BIG);
+}
+
+#[test]
+fn a_setconf_of_130_000_allowed_ips_merges() {
+    // `wg setconf` of one peer with 130 000 host routes, then a second set moving half
+    // of them to another peer: every line is a hash lookup, not a scan.
+    let n = 130_000u32;
+    let ip = |i: u32| std::net::Ipv4Addr::from(0x0a00_0000 + i);
+    let mut text = format!(
+        "set=1\nreplace_peers=true\npublic_key={}\n",
+        key(1).to_hex()
+    );
+    for i in 0..n {
+        text.push_str(&format!("allowed_ip={}/32\n", ip(i)));
+    }
+    let mut cfg = TunnelConfig::default();
+    set(&mut cfg, &text);
+    assert_eq!(cfg.peers[0].allowed_ips.len(), n as usize);
+    let mut text = format!("set=1\npublic_key={}\n", key(2).to_hex());
+    for i in (0..n).step_by(2) {
+        text.push_str(&format!("allowed_ip={}/32\n", ip(i)));
+    }
+    set(&mut cfg, &text);
+    assert_eq!(cfg.peers[0].allowed_ips.len(), (n / 2) as usize);
+    assert_eq!(cfg.peers[1].allowed_ips.len(), (n / 2) as usize);
+    assert_eq!(
+        cfg.peers[0].allowed_ips[0],
+        parse_prefix("10.0.0.1/32").unwrap()
+    );
+    cfg.validate().unwrap();
 }

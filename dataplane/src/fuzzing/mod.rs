@@ -1,5 +1,22 @@
 //! Entry points for the cargo-fuzz targets in `fuzz/`, kept here so the committed seed
 //! corpus also runs as an ordinary test on stable Rust.
+//!
+//! - `uapi_request`, `inbound_datagrams` (this file): the UAPI parser; the receive path
+//!   of an interface fed forged datagrams.
+//! - `session.rs`: the receive path with an established session (decryption, the
+//!   allowed-IPs source check, delivery into the TUN).
+//! - `apply.rs`: sequences of UAPI requests applied to a running tunnel.
+//! - `tun_split.rs`: TUN reads with offload: super-packets split into batch slots.
+
+mod apply;
+#[cfg(test)]
+mod seeds;
+mod session;
+mod tun_split;
+
+pub use apply::uapi_sequence;
+pub use session::inbound_session;
+pub use tun_split::tun_super_packet;
 
 use std::net::SocketAddr;
 
@@ -19,6 +36,31 @@ use crate::{Batch, PeerConfig};
 /// Our fixed static key and two peers' keys, so seeds stay valid across runs.
 const OUR_KEY: [u8; 32] = [0x11; 32];
 const PEER_KEYS: [[u8; 32]; 2] = [[0x22; 32], [0x33; 32]];
+
+/// The interface of every harness: our key, two peers with `10.<i>.0.0/16`.
+fn two_peer_table() -> PeerTable {
+    let mut config = TunnelConfig {
+        private_key: Some(PrivateKey::from_bytes(OUR_KEY)),
+        ..Default::default()
+    };
+    for (i, k) in PEER_KEYS.iter().enumerate() {
+        let mut p = PeerConfig::new(PrivateKey::from_bytes(*k).public_key());
+        p.allowed_ips
+            .push(parse_prefix(&format!("10.{i}.0.0/16")).expect("valid prefix"));
+        config.peers.push(p);
+    }
+    let mut n = 0;
+    PeerTable::build(
+        &PeerTable::default(),
+        &TunnelConfig::default(),
+        &config,
+        &mut || {
+            n += 1;
+            n
+        },
+        &|_| false,
+    )
+}
 
 /// UAPI parser: never panics; a parsed `set` formats and re-parses to itself, and
 /// merging it into a configuration keeps the configuration valid.
@@ -59,29 +101,8 @@ impl Default for InboundHarness {
 impl InboundHarness {
     /// Builds the interface.
     pub fn new() -> Self {
-        let mut config = TunnelConfig {
-            private_key: Some(PrivateKey::from_bytes(OUR_KEY)),
-            ..Default::default()
-        };
-        for (i, k) in PEER_KEYS.iter().enumerate() {
-            let mut p = PeerConfig::new(PrivateKey::from_bytes(*k).public_key());
-            p.allowed_ips
-                .push(parse_prefix(&format!("10.{i}.0.0/16")).expect("valid prefix"));
-            config.peers.push(p);
-        }
-        let mut n = 0;
-        let table = PeerTable::build(
-            &PeerTable::default(),
-            &TunnelConfig::default(),
-            &config,
-            &mut || {
-                n += 1;
-                n
-            },
-            &|_| false,
-        );
         Self {
-            table,
+            table: two_peer_table(),
             counters: DeviceCounters::default(),
             out: Outputs {
                 to_tun: Batch::with_capacity(4, 2048),
@@ -189,6 +210,42 @@ mod tests {
     }
 
     #[test]
+    fn session_corpus_runs_clean() {
+        for input in corpus("inbound_session") {
+            inbound_session(&input);
+        }
+    }
+
+    #[test]
+    fn uapi_sequence_corpus_runs_clean() {
+        for input in corpus("uapi_sequence") {
+            uapi_sequence(&input);
+        }
+    }
+
+    #[test]
+    fn tun_super_packet_corpus_runs_clean() {
+        for input in corpus("tun_super_packet") {
+            tun_super_packet(&input);
+        }
+    }
+
+    #[test]
+    fn an_allowed_sealed_packet_is_delivered_and_a_spoofed_one_is_not() {
+        let before = session::delivered();
+        inbound_session(&seeds::session_record(
+            0,
+            &seeds::ipv4([10, 0, 0, 5], [10, 9, 0, 1]),
+        ));
+        assert_eq!(session::delivered(), before + 1);
+        inbound_session(&seeds::session_record(
+            0,
+            &seeds::ipv4([10, 1, 0, 5], [10, 9, 0, 1]),
+        ));
+        assert_eq!(session::delivered(), before + 1, "another peer's source");
+    }
+
+    #[test]
     fn a_valid_handshake_is_answered_not_delivered() {
         let seeds = inbound_seeds();
         assert_eq!(seeds.len(), 2);
@@ -202,10 +259,23 @@ mod tests {
     #[test]
     #[ignore = "a tool: cargo test -p dataplane write_seed_corpus -- --ignored regenerates the seeds"]
     fn write_seed_corpus() {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/inbound_datagram");
-        std::fs::create_dir_all(&dir).unwrap();
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus");
+        let write = |target: &str, name: &str, bytes: &[u8]| {
+            let dir = root.join(target);
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(dir.join(name), bytes).unwrap();
+        };
         for (i, s) in inbound_seeds().iter().enumerate() {
-            std::fs::write(dir.join(format!("handshake-init-{i}")), s).unwrap();
+            write("inbound_datagram", &format!("handshake-init-{i}"), s);
+        }
+        for (name, bytes) in seeds::session() {
+            write("inbound_session", name, &bytes);
+        }
+        for (name, bytes) in seeds::uapi_sequences() {
+            write("uapi_sequence", name, bytes.as_bytes());
+        }
+        for (name, bytes) in seeds::super_packets() {
+            write("tun_super_packet", name, &bytes);
         }
     }
 }

@@ -210,6 +210,11 @@ pub(crate) fn receive_datagram<'t>(
         Message::HandshakeInit => {
             let now = Instant::now();
             let under_load = guard.count_initiation(now);
+            // A source that already used up its share is turned away before any hashing.
+            if under_load && guard.exhausted(src.ip(), now) {
+                counters.drop_packets(DropReason::RateLimited, 1);
+                return None;
+            }
             let slot = out.to_net.next_slot()?;
             // The MACs first (a few hashes): under load, a valid cookie MAC is required
             // and a missing one is answered with a cookie reply instead of any DH.

@@ -81,6 +81,17 @@ impl HandshakeGuard {
         self.count > LOAD_THRESHOLD
     }
 
+    /// True when `src` has no token left (under load): its initiation can be dropped
+    /// before any MAC is checked. Only initiations whose MACs passed ever take tokens, so
+    /// a source address that others spoof cannot be emptied this way.
+    #[inline]
+    pub(crate) fn exhausted(&self, src: IpAddr, now: Instant) -> bool {
+        self.buckets.get(&source_key(src)).is_some_and(|b| {
+            let earned = now.duration_since(b.updated).as_nanos();
+            (b.tokens_ns as u128 + earned) < TOKEN_NS as u128
+        })
+    }
+
     /// Takes a token from `src`'s bucket (call only under load, after the MACs passed).
     pub(crate) fn allow(&mut self, src: IpAddr, now: Instant) -> Verdict {
         if now.duration_since(self.last_gc) >= Duration::from_secs(1) {
@@ -171,6 +182,11 @@ mod tests {
         assert_eq!(later, PER_SECOND as usize);
         // Another source is not held back by the first.
         assert_eq!(g.allow(ip("192.0.2.2"), t0), Verdict::Allow);
+        // An empty bucket says so without taking anything; it refills with time.
+        let t1 = t0 + Duration::from_millis(1000);
+        assert!(g.exhausted(ip("192.0.2.1"), t1));
+        assert!(!g.exhausted(ip("192.0.2.1"), t1 + Duration::from_millis(50)));
+        assert!(!g.exhausted(ip("192.0.2.9"), t1), "an unknown source");
     }
 
     #[test]

@@ -1,10 +1,12 @@
 //! Private key files, compatible with the Go original: `<dir>/<device>.key`, standard
 //! base64 without a trailing newline, mode 0600, directory 0755; a trailing newline is
 //! tolerated on read; generated when missing, so an existing node keeps its public key.
+//! Written whole or not at all (`files.rs`). A key file readable by group or others is
+//! repaired to 0600, with a warning that the key may have been read (delete the file to
+//! get a new key).
 
 use std::fs;
-use std::io::Write as _;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, bail};
@@ -20,6 +22,10 @@ pub fn load_or_create(dir: &Path, device: &str) -> anyhow::Result<PrivateKey> {
     let path = key_path(dir, device);
     match fs::read_to_string(&path) {
         Ok(text) => {
+            if crate::files::restrict_to_owner(&path)? {
+                tracing::warn!(path = %path.display(), "the key file was readable by others; it is now mode 0600. \
+                    If the key may have been read, delete the file: a new key is generated at the next start");
+            }
             let key = Key::from_base64(text.trim_end_matches(['\n', '\r'])).with_context(|| {
                 format!(
                     "key file {} does not hold a base64 WireGuard key",
@@ -37,18 +43,7 @@ pub fn load_or_create(dir: &Path, device: &str) -> anyhow::Result<PrivateKey> {
             fs::set_permissions(dir, fs::Permissions::from_mode(0o755))
                 .with_context(|| format!("chmod {}", dir.display()))?;
             let key = PrivateKey::generate();
-            // Write to a temporary file and rename, so a crash never leaves half a key.
-            let tmp = dir.join(format!(".{device}.key.tmp"));
-            let mut f = fs::OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .mode(0o600)
-                .open(&tmp)
-                .with_context(|| format!("creating {}", tmp.display()))?;
-            f.write_all(key.expose().to_base64().as_bytes())?;
-            f.sync_all()?;
-            fs::rename(&tmp, &path).with_context(|| format!("writing {}", path.display()))?;
+            crate::files::write_private(&path, key.expose().to_base64().as_bytes())?;
             Ok(key)
         }
         Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
@@ -100,6 +95,18 @@ mod tests {
         );
         fs::write(key_path(&d, "wireguard.bad"), "garbage").unwrap();
         assert!(load_or_create(&d, "wireguard.bad").is_err());
+        let _ = fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn a_key_readable_by_others_is_repaired_and_kept() {
+        let d = dir("perm");
+        let k1 = load_or_create(&d, "wireguard.gcp").unwrap();
+        let path = key_path(&d, "wireguard.gcp");
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
+        let k2 = load_or_create(&d, "wireguard.gcp").unwrap();
+        assert_eq!(k1.public_key(), k2.public_key());
+        assert_eq!(fs::metadata(&path).unwrap().mode() & 0o777, 0o600);
         let _ = fs::remove_dir_all(&d);
     }
 }

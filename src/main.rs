@@ -2,10 +2,12 @@
 #![forbid(unsafe_code)]
 
 mod cli;
+mod files;
 mod http;
 mod keys;
 mod logging;
 mod metrics;
+mod remote;
 mod run;
 mod show;
 mod standalone;

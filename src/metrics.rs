@@ -68,6 +68,7 @@ impl Collector for Metrics {
             (vec![], vec![], vec![], vec![], vec![], vec![]);
         let (mut drops, mut handshakes, mut packets, mut bytes, mut skipped, mut npeers) =
             (vec![], vec![], vec![], vec![], vec![], vec![]);
+        let (mut up, mut held) = (vec![], vec![]);
         for r in remotes.iter() {
             let d = r.device.as_str();
             let s = &r.sync;
@@ -95,7 +96,12 @@ impl Collector for Metrics {
                     s.skipped_total[kind.index()].load(Relaxed),
                 ));
             }
-            let Some(tunnel) = r.tunnel.get() else {
+            up.push((labels(&[("remote", &r.cluster)]), i64::from(r.is_working())));
+            held.push((
+                labels(&[("remote", &r.cluster)]),
+                s.held_removals.load(Relaxed) as i64,
+            ));
+            let Some(tunnel) = r.device() else {
                 continue;
             };
             let status = tunnel.status();
@@ -256,8 +262,20 @@ impl Collector for Metrics {
         counter(
             &mut enc,
             "semaphore_wg_skipped_nodes",
-            "Remote nodes skipped as malformed, by reason.",
+            "Remote nodes skipped, by reason.",
             &skipped,
+        )?;
+        gauge(
+            &mut enc,
+            "semaphore_wg_remote_up",
+            "1 while a remote's tunnel is up and its nodes are synced; 0 otherwise (/readyz and the log say why).",
+            &up,
+        )?;
+        gauge(
+            &mut enc,
+            "semaphore_wg_held_peer_removals",
+            "Peer removals held back because more than half of a remote's peers would go at once.",
+            &held,
         )?;
         Ok(())
     }
@@ -281,8 +299,6 @@ pub fn render(registry: &Registry) -> String {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::AtomicBool;
-
     use control::advertise::AdvertStatus;
     use control::http_metrics::RequestCounts;
     use control::sync::SyncStatus;
@@ -314,15 +330,13 @@ mod tests {
         .unwrap();
         let sync = Arc::new(SyncStatus::default());
         sync.syncs_ok.fetch_add(3, Relaxed);
+        sync.initial_list_applied.store(true, Relaxed);
         sync.list_failures.fetch_add(1, Relaxed);
-        let remote = Arc::new(RemoteState {
-            cluster: "gcp".into(),
-            device: "wireguard.gcp".into(),
-            tunnel: Default::default(),
-            route_ok: AtomicBool::new(true),
-            sync,
-        });
-        remote.tunnel.set(tunnel.device()).unwrap();
+        let mut remote = RemoteState::new("gcp", "wireguard.gcp");
+        remote.sync = sync;
+        remote.route_ok.store(true, Relaxed);
+        let remote = Arc::new(remote);
+        remote.set_up(tunnel.device());
         let state = Arc::new(AppState {
             remotes: vec![remote],
             advert: Arc::new(AdvertStatus::default()),
@@ -348,6 +362,9 @@ mod tests {
             format!(r#"semaphore_wg_peer_last_handshake_seconds{{device="wireguard.gcp",public_key="{peer}"}} 0"#),
             r#"semaphore_wg_dataplane_drops_total{device="wireguard.gcp",reason="source_not_allowed"} 0"#.into(),
             r#"semaphore_wg_skipped_nodes_total{cluster="gcp",reason="invalid_public_key"} 0"#.into(),
+            r#"semaphore_wg_skipped_nodes_total{cluster="gcp",reason="pod_cidr_conflict"} 0"#.into(),
+            r#"semaphore_wg_remote_up{remote="gcp"} 1"#.into(),
+            r#"semaphore_wg_held_peer_removals{remote="gcp"} 0"#.into(),
             "# TYPE semaphore_wg_kube_http_request counter".into(),
         ];
         for w in want {

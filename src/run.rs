@@ -1,11 +1,13 @@
-//! Run mode: the DaemonSet agent. Per remote cluster: key, persistent TUN device with
-//! the last known peers restored, UAPI socket, route, remote Node sync. Then our Node's
-//! annotations, the HTTP endpoints, and signal handling. On SIGTERM/SIGINT the devices
-//! (persistent), routes, keys and annotations stay, so a restart finds them.
+//! Run mode: the DaemonSet agent. Per remote cluster, independently: its key, its tunnel
+//! kept up by a supervisor (`remote.rs`), its route, its remote Node sync. Then our
+//! Node's annotations (for every remote whose key is loaded), the HTTP endpoints, and
+//! signal handling. A remote that cannot come up is retried while the others work. On
+//! SIGTERM/SIGINT the devices (persistent), routes, keys and annotations stay, so a
+//! restart finds them.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -14,16 +16,13 @@ use control::backoff::Backoff;
 use control::config::{ClustersConfig, RemoteCluster};
 use control::netlink::Netlink;
 use control::peers::AnnotationKeys;
-use control::sync::{RemoteSync, SyncStatus};
-use dataplane::tun::TunDevice;
-use dataplane::uapi::{SOCKET_DIR, UapiServer};
-use dataplane::udp::SystemUdp;
-use dataplane::{Tunnel, TunnelConfig};
+use control::sync::RemoteSync;
+use dataplane::uapi::SOCKET_DIR;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
 
 use crate::state::{AppState, RemoteState};
-use crate::wiring::{TunnelSink, load_peers};
+use crate::wiring::TunnelSink;
 
 /// Everything run mode needs besides the config.
 pub struct RunOptions {
@@ -45,7 +44,7 @@ impl RunOptions {
 }
 
 /// Resolves when shutdown is signalled.
-async fn stopped(mut rx: watch::Receiver<bool>) {
+pub async fn stopped(mut rx: watch::Receiver<bool>) {
     while !*rx.borrow_and_update() {
         if rx.changed().await.is_err() {
             return;
@@ -53,13 +52,8 @@ async fn stopped(mut rx: watch::Receiver<bool>) {
     }
 }
 
-/// One remote's running pieces, kept alive until shutdown.
-struct Running {
-    _tunnel: Tunnel<SystemUdp>,
-    _uapi: Option<UapiServer>,
-}
-
 pub async fn run(config: ClustersConfig, opts: RunOptions) -> anyhow::Result<()> {
+    let opts = Arc::new(opts);
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
@@ -73,15 +67,7 @@ pub async fn run(config: ClustersConfig, opts: RunOptions) -> anyhow::Result<()>
     let remotes: Vec<Arc<RemoteState>> = config
         .remotes
         .iter()
-        .map(|r| {
-            Arc::new(RemoteState {
-                cluster: r.name.clone(),
-                device: r.device_name(),
-                tunnel: Default::default(),
-                route_ok: AtomicBool::new(false),
-                sync: Arc::new(SyncStatus::default()),
-            })
-        })
+        .map(|r| Arc::new(RemoteState::new(&r.name, &r.device_name())))
         .collect();
     let advert_status = Arc::new(AdvertStatus::default());
     let app = Arc::new(AppState {
@@ -92,13 +78,32 @@ pub async fn run(config: ClustersConfig, opts: RunOptions) -> anyhow::Result<()>
     let listen = crate::http::parse_listen(&opts.listen_address)?;
     let http = crate::http::serve(listen, Arc::clone(&app), stopped(stop_rx.clone())).await?;
 
-    let mut running = Vec::new();
     let mut adverts = Vec::new();
     let mut tasks = Vec::new();
     for (remote, rs) in config.remotes.iter().zip(&remotes) {
-        let (run, advert) = bring_up(remote, rs, &opts, &netlink).await?;
-        running.push(run);
-        adverts.push(advert);
+        let device = remote.device_name();
+        let key = match crate::keys::load_or_create(&opts.key_dir, &device) {
+            Ok(k) => k,
+            Err(e) => {
+                let reason = format!("{e:#}");
+                tracing::error!(cluster = %remote.name, device = %device, error = %reason, "cannot load the remote's key; the other remotes carry on");
+                rs.set_down(reason);
+                continue;
+            }
+        };
+        adverts.push(Advert {
+            remote: remote.name.clone(),
+            public_key: key.public_key().to_base64(),
+            port: remote.listen_port,
+        });
+        tasks.push(tokio::spawn(crate::remote::supervise(
+            remote.clone(),
+            key.clone(),
+            Arc::clone(rs),
+            Arc::clone(&opts),
+            netlink.clone(),
+            stop_rx.clone(),
+        )));
         tasks.push(tokio::spawn(keep_route(
             netlink.clone(),
             remote.clone(),
@@ -107,28 +112,31 @@ pub async fn run(config: ClustersConfig, opts: RunOptions) -> anyhow::Result<()>
         )));
         let sync = RemoteSync {
             cluster: remote.name.clone(),
-            device: remote.device_name(),
+            device: device.clone(),
             keys: AnnotationKeys::for_cluster(&config.local.name),
             pod_subnet: remote.pod_subnet,
             resync: remote.resync_period,
+            own_key: Some(key.public_key().0),
+            mass_removal_grace: remote.mass_removal_grace_period,
         };
-        let sink = Arc::new(TunnelSink {
-            device: Arc::clone(rs.tunnel.get().expect("set by bring_up")),
-            state_file: peers_file(&opts.key_dir, &remote.device_name()),
-        });
+        let sink = Arc::new(TunnelSink::new(
+            Arc::clone(rs),
+            crate::remote::peers_file(&opts.key_dir, &device),
+        ));
         tasks.push(tokio::spawn(sync_remote(
             remote.clone(),
             sync,
             sink,
-            Arc::clone(&rs.sync),
+            Arc::clone(rs),
             kube_requests.clone(),
             stop_rx.clone(),
         )));
     }
+    let (_adverts_tx, adverts_rx) = watch::channel(adverts);
     tasks.push(tokio::spawn(advertise::run(
         local,
         opts.node_name.clone(),
-        adverts,
+        adverts_rx,
         advert_status,
         stopped(stop_rx.clone()),
     )));
@@ -146,83 +154,11 @@ pub async fn run(config: ClustersConfig, opts: RunOptions) -> anyhow::Result<()>
         let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
     }
     let _ = tokio::time::timeout(Duration::from_secs(5), http).await;
-    drop(running);
     Ok(())
 }
 
-fn peers_file(dir: &Path, device: &str) -> PathBuf {
-    dir.join(format!("{device}.peers.json"))
-}
-
-/// Key, device (reattached if it survived a restart) with the last known peers, UAPI.
-async fn bring_up(
-    remote: &RemoteCluster,
-    rs: &RemoteState,
-    opts: &RunOptions,
-    netlink: &Netlink,
-) -> anyhow::Result<(Running, Advert)> {
-    let device = remote.device_name();
-    let key = crate::keys::load_or_create(&opts.key_dir, &device)?;
-    if netlink.remove_foreign_link(&device).await? {
-        tracing::warn!(cluster = %remote.name, device = %device, "removed an existing non-TUN link of the same name (a kernel WireGuard device?)");
-    }
-    let tun = TunDevice::create_persistent(&device, remote.mtu, true)?;
-    let restored = match load_peers(&peers_file(&opts.key_dir, &device)) {
-        Ok(p) => p,
-        Err(e) => {
-            tracing::warn!(cluster = %remote.name, device = %device, error = %format!("{e:#}"), "ignoring the saved peer set");
-            Vec::new()
-        }
-    };
-    let n = restored.len();
-    let config = TunnelConfig {
-        private_key: Some(key.clone()),
-        listen_port: remote.listen_port,
-        fwmark: 0,
-        peers: restored,
-    };
-    let tunnel = match Tunnel::spawn(&device, tun, SystemUdp, config.clone()) {
-        Ok(t) => t,
-        Err(dataplane::Error::Config(e)) if n > 0 => {
-            tracing::warn!(cluster = %remote.name, device = %device, error = %e, "saved peers refused; starting without them");
-            let tun = TunDevice::create_persistent(&device, remote.mtu, true)?;
-            Tunnel::spawn(
-                &device,
-                tun,
-                SystemUdp,
-                TunnelConfig {
-                    peers: Vec::new(),
-                    ..config
-                },
-            )?
-        }
-        Err(e) => return Err(e).with_context(|| format!("bringing up {device}")),
-    };
-    tracing::info!(cluster = %remote.name, device = %device, port = tunnel.listen_port(), restored_peers = n,
-        public_key = %key.public_key(), "device up");
-    let uapi = match UapiServer::bind(&opts.socket_dir, tunnel.device()).await {
-        Ok(u) => Some(u),
-        Err(e) => {
-            tracing::warn!(cluster = %remote.name, device = %device, error = %format!("{:#}", anyhow::Error::from(e)), "no UAPI socket; `wg show` will not see this device");
-            None
-        }
-    };
-    let _ = rs.tunnel.set(tunnel.device());
-    let advert = Advert {
-        remote: remote.name.clone(),
-        public_key: key.public_key().to_base64(),
-        port: remote.listen_port,
-    };
-    Ok((
-        Running {
-            _tunnel: tunnel,
-            _uapi: uapi,
-        },
-        advert,
-    ))
-}
-
-/// Keeps `<podSubnet> dev <device> scope link` in place (re-added if it disappears).
+/// Keeps `<podSubnet> dev <device> scope link` in place: checked every 5 s, and at once
+/// when the tunnel is (re)built.
 async fn keep_route(
     netlink: Netlink,
     remote: RemoteCluster,
@@ -232,19 +168,24 @@ async fn keep_route(
     let device = remote.device_name();
     let mut stop = std::pin::pin!(stopped(stop));
     loop {
-        match netlink.ensure_route(&device, remote.pod_subnet).await {
-            Ok(()) => {
-                if !rs.route_ok.swap(true, Relaxed) {
-                    tracing::info!(cluster = %remote.name, device = %device, route = %remote.pod_subnet, "route in place");
+        if rs.is_up() {
+            match netlink.ensure_route(&device, remote.pod_subnet).await {
+                Ok(()) => {
+                    if !rs.route_ok.swap(true, Relaxed) {
+                        tracing::info!(cluster = %remote.name, device = %device, route = %remote.pod_subnet, "route in place");
+                    }
+                }
+                Err(e) => {
+                    rs.route_ok.store(false, Relaxed);
+                    tracing::warn!(cluster = %remote.name, device = %device, error = %e, "route not in place; retrying");
                 }
             }
-            Err(e) => {
-                rs.route_ok.store(false, Relaxed);
-                tracing::warn!(cluster = %remote.name, device = %device, error = %e, "route not in place; retrying");
-            }
+        } else {
+            rs.route_ok.store(false, Relaxed);
         }
         tokio::select! {
             _ = &mut stop => return,
+            _ = rs.route_now.notified() => {}
             _ = tokio::time::sleep(Duration::from_secs(5)) => {}
         }
     }
@@ -255,11 +196,12 @@ async fn sync_remote(
     remote: RemoteCluster,
     sync: RemoteSync,
     sink: Arc<TunnelSink>,
-    status: Arc<SyncStatus>,
+    rs: Arc<RemoteState>,
     counts: control::http_metrics::RequestCounts,
     stop: watch::Receiver<bool>,
 ) {
-    let mut backoff = Backoff::new(Duration::from_secs(2), Duration::from_secs(60));
+    let status = Arc::clone(&rs.sync);
+    let mut backoff = Backoff::new(Duration::from_secs(2), Duration::from_secs(60)).jittered();
     let mut stop_fut = std::pin::pin!(stopped(stop.clone()));
     let client = loop {
         match control::remote::remote_client(&remote.access, &counts).await {
@@ -267,7 +209,9 @@ async fn sync_remote(
             Err(e) => {
                 status.list_failures.fetch_add(1, Relaxed);
                 let delay = backoff.next_delay();
-                tracing::error!(cluster = %remote.name, device = %remote.device_name(), error = %control::error_chain(&e), retry_in = ?delay, "cannot create the remote cluster client");
+                let error = control::error_chain(&e);
+                tracing::error!(cluster = %remote.name, device = %remote.device_name(), error = %error, retry_in = ?delay, "cannot create the remote cluster client");
+                status.set_problem(Some(format!("remote cluster client: {error}")));
                 tokio::select! {
                     _ = &mut stop_fut => return,
                     _ = tokio::time::sleep(delay) => {}
@@ -275,5 +219,7 @@ async fn sync_remote(
             }
         }
     };
-    sync.run(client, sink, status, stopped(stop)).await;
+    let rebuilt = Arc::clone(&rs.rebuilt);
+    sync.run_with_kick(client, sink, status, rebuilt, stopped(stop))
+        .await;
 }

@@ -3,19 +3,35 @@
 //! set is also written next to the key (`<device>.peers.json`), so a restarted agent can
 //! restore its peers before the remote API answers.
 
-use std::path::PathBuf;
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use anyhow::Context as _;
+use control::claims::Claims;
 use control::peers::DesiredPeer;
 use control::sync::{ApplyError, PeerSink};
-use dataplane::{Device, Key, PeerConfig};
+use dataplane::{Key, PeerConfig};
 use serde_json::{Value, json};
 
-/// Applies a remote's desired peers to its tunnel.
+use crate::state::RemoteState;
+
+/// Applies a remote's desired peers to its tunnel, whichever tunnel is running now.
 pub struct TunnelSink {
-    pub device: Arc<dyn Device>,
+    pub remote: Arc<RemoteState>,
     pub state_file: PathBuf,
+    /// What was last written to `state_file` (a resync that changes nothing writes nothing).
+    saved: Mutex<Vec<PeerConfig>>,
+}
+
+impl TunnelSink {
+    pub fn new(remote: Arc<RemoteState>, state_file: PathBuf) -> Self {
+        Self {
+            remote,
+            state_file,
+            saved: Mutex::new(Vec::new()),
+        }
+    }
 }
 
 /// A desired peer as dataplane configuration.
@@ -28,26 +44,69 @@ pub fn peer_config(p: &DesiredPeer) -> PeerConfig {
 }
 
 impl PeerSink for TunnelSink {
-    fn apply(&self, peers: &[DesiredPeer]) -> Result<(), ApplyError> {
+    fn apply(&self, peers: &[DesiredPeer], keep: &[[u8; 32]]) -> Result<(), ApplyError> {
+        let device = self.remote.device().ok_or_else(|| {
+            ApplyError(anyhow::anyhow!("{} is not up", self.remote.device).into())
+        })?;
         let wanted: Vec<PeerConfig> = peers.iter().map(peer_config).collect();
-        self.device
+        let keep: HashSet<[u8; 32]> = keep.iter().copied().collect();
+        device
             .update(
                 &mut |cfg| {
+                    let kept = held_peers(&cfg.peers, &wanted, &keep);
                     cfg.peers = wanted.clone();
+                    cfg.peers.extend(kept);
                     Ok(())
                 },
                 &[],
             )
             .map_err(|e| ApplyError(Box::new(e)))?;
-        if let Err(e) = save_peers(&self.state_file, &wanted) {
-            tracing::warn!(device = self.device.name(), error = %format!("{e:#}"), "could not save the peer set for restarts");
+        let applied = device.config().peers;
+        let mut saved = self.saved.lock().unwrap_or_else(|e| e.into_inner());
+        if *saved != applied {
+            match save_peers(&self.state_file, &applied) {
+                Ok(()) => *saved = applied,
+                Err(e) => {
+                    tracing::warn!(device = device.name(), error = %format!("{e:#}"), "could not save the peer set for restarts")
+                }
+            }
         }
         Ok(())
     }
+
+    fn current_keys(&self) -> Vec<[u8; 32]> {
+        self.remote
+            .device()
+            .map(|d| d.config().peers.iter().map(|p| p.public_key.0).collect())
+            .unwrap_or_default()
+    }
 }
 
-/// Writes `peers` atomically as JSON.
-pub fn save_peers(path: &PathBuf, peers: &[PeerConfig]) -> anyhow::Result<()> {
+/// The peers of `current` whose removal is held (`keep`), as they are, unless one of
+/// `wanted` now claims any of their addresses.
+fn held_peers(
+    current: &[PeerConfig],
+    wanted: &[PeerConfig],
+    keep: &HashSet<[u8; 32]>,
+) -> Vec<PeerConfig> {
+    if keep.is_empty() {
+        return Vec::new();
+    }
+    let mut claims = Claims::new();
+    for p in wanted {
+        // Wanted peers never overlap each other (control makes sure).
+        let _ = claims.claim("wanted", &p.allowed_ips);
+    }
+    current
+        .iter()
+        .filter(|p| keep.contains(&p.public_key.0))
+        .filter(|p| claims.claim("held", &p.allowed_ips).is_ok())
+        .cloned()
+        .collect()
+}
+
+/// Writes `peers` as JSON, whole or not at all (see `files.rs`).
+pub fn save_peers(path: &Path, peers: &[PeerConfig]) -> anyhow::Result<()> {
     let list: Vec<Value> = peers
         .iter()
         .map(|p| {
@@ -59,43 +118,44 @@ pub fn save_peers(path: &PathBuf, peers: &[PeerConfig]) -> anyhow::Result<()> {
             })
         })
         .collect();
-    let tmp = path.with_extension("json.tmp");
-    std::fs::write(&tmp, serde_json::to_vec_pretty(&list)?)
-        .with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
-    Ok(())
+    crate::files::write_private(path, &serde_json::to_vec_pretty(&list)?)
 }
 
-/// Reads a saved peer set; a missing file is an empty set.
-pub fn load_peers(path: &PathBuf) -> anyhow::Result<Vec<PeerConfig>> {
+/// Reads a saved peer set; a missing file is an empty set. An entry that does not parse
+/// is skipped (and named in the returned warnings); the others are kept.
+pub fn load_peers(path: &Path) -> anyhow::Result<(Vec<PeerConfig>, Vec<String>)> {
     let text = match std::fs::read_to_string(path) {
         Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((Vec::new(), Vec::new())),
         Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
     };
     let list: Vec<Value> =
         serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
     let mut out = Vec::with_capacity(list.len());
-    for v in list {
-        let key = v["publicKey"].as_str().context("peer without publicKey")?;
-        let mut p = PeerConfig::new(Key::from_base64(key)?);
-        if let Some(ep) = v["endpoint"].as_str() {
-            p.endpoint = Some(dataplane::config::parse_endpoint(ep)?);
+    let mut warnings = Vec::new();
+    for (i, v) in list.iter().enumerate() {
+        match peer_entry(v) {
+            Ok(p) => out.push(p),
+            Err(e) => warnings.push(format!("entry {i} skipped: {e:#}")),
         }
-        for n in v["allowedIPs"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(Value::as_str)
-        {
-            p.allowed_ips.push(dataplane::config::parse_prefix(n)?);
-        }
-        p.persistent_keepalive = v["persistentKeepalive"]
-            .as_u64()
-            .map(|k| k.min(u64::from(u16::MAX)) as u16);
-        out.push(p);
     }
-    Ok(out)
+    Ok((out, warnings))
+}
+
+fn peer_entry(v: &Value) -> anyhow::Result<PeerConfig> {
+    let key = v["publicKey"].as_str().context("no publicKey")?;
+    let mut p = PeerConfig::new(Key::from_base64(key)?);
+    if let Some(ep) = v["endpoint"].as_str() {
+        p.endpoint = Some(dataplane::config::parse_endpoint(ep)?);
+    }
+    for n in v["allowedIPs"].as_array().into_iter().flatten() {
+        let n = n.as_str().context("an allowed IP that is not a string")?;
+        p.allowed_ips.push(dataplane::config::parse_prefix(n)?);
+    }
+    p.persistent_keepalive = v["persistentKeepalive"]
+        .as_u64()
+        .map(|k| k.min(u64::from(u16::MAX)) as u16);
+    Ok(p)
 }
 
 #[cfg(test)]
@@ -116,8 +176,51 @@ mod tests {
         };
         let peers = vec![peer_config(&d)];
         save_peers(&path, &peers).unwrap();
-        assert_eq!(load_peers(&path).unwrap(), peers);
+        assert_eq!(load_peers(&path).unwrap(), (peers, vec![]));
         std::fs::remove_file(&path).unwrap();
-        assert!(load_peers(&path).unwrap().is_empty());
+        assert!(load_peers(&path).unwrap().0.is_empty());
+    }
+
+    #[test]
+    fn one_bad_entry_skips_that_entry_only() {
+        let path = std::env::temp_dir().join(format!("swg-peers-bad-{}.json", std::process::id()));
+        let good = format!(
+            "{{\"publicKey\": \"{}\", \"allowedIPs\": [\"10.4.1.0/24\"]}}",
+            Key([7; 32]).to_base64()
+        );
+        let bad = r#"{"publicKey": "not a key"}"#;
+        let bad_ip = format!(
+            "{{\"publicKey\": \"{}\", \"allowedIPs\": [\"x\"]}}",
+            Key([8; 32]).to_base64()
+        );
+        std::fs::write(&path, format!("[{good}, {bad}, {bad_ip}]")).unwrap();
+        let (peers, warnings) = load_peers(&path).unwrap();
+        assert_eq!(peers.len(), 1);
+        assert_eq!(peers[0].public_key, Key([7; 32]));
+        assert_eq!(warnings.len(), 2, "{warnings:?}");
+        assert!(warnings[0].starts_with("entry 1 skipped"));
+        std::fs::remove_file(&path).unwrap();
+    }
+
+    #[test]
+    fn held_peers_give_way_to_wanted_claims() {
+        let p = |k: u8, net: &str| {
+            let mut c = PeerConfig::new(Key([k; 32]));
+            c.allowed_ips = vec![dataplane::config::parse_prefix(net).unwrap()];
+            c
+        };
+        let current = [
+            p(1, "10.4.1.0/24"),
+            p(2, "10.4.2.0/24"),
+            p(3, "10.4.3.0/24"),
+        ];
+        let wanted = [p(9, "10.4.2.0/25")];
+        let keep: HashSet<[u8; 32]> = [[1; 32], [2; 32]].into();
+        let kept = held_peers(&current, &wanted, &keep);
+        assert_eq!(
+            kept,
+            [current[0].clone()],
+            "2 overlaps a wanted claim, 3 is not held"
+        );
     }
 }

@@ -14,6 +14,7 @@ use kube::Api;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
+use tokio::sync::watch;
 
 use crate::backoff::Backoff;
 use crate::peers::{AnnotationKeys, format_endpoint};
@@ -72,40 +73,51 @@ pub fn missing(node: &Node, wanted: &BTreeMap<String, String>) -> BTreeMap<Strin
         .collect()
 }
 
-/// Keeps our annotations on Node `node_name` until `shutdown` resolves.
+/// Keeps our annotations on Node `node_name` until `shutdown` resolves. `adverts` may
+/// change (a remote comes up later): every change is patched in.
 pub async fn run(
     client: kube::Client,
     node_name: String,
-    adverts: Vec<Advert>,
+    mut adverts: watch::Receiver<Vec<Advert>>,
     status: Arc<AdvertStatus>,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
     let api: Api<Node> = Api::all(client);
     let config = watcher::Config::default().fields(&format!("metadata.name={node_name}"));
     let mut events = watcher::watcher(api.clone(), config)
-        .default_backoff()
+        .backoff(Backoff::new(Duration::from_millis(250), crate::sync::WATCH_RETRY_MAX).jittered())
         .boxed();
     tokio::pin!(shutdown);
+    let mut node: Option<Node> = None;
     loop {
-        let node = tokio::select! {
+        tokio::select! {
             _ = &mut shutdown => return,
+            changed = adverts.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+            }
             ev = events.next() => match ev {
                 None => return,
-                Some(Ok(Event::Apply(n) | Event::InitApply(n))) => n,
+                Some(Ok(Event::Apply(n) | Event::InitApply(n))) => node = Some(n),
                 Some(Ok(_)) => continue,
                 Some(Err(e)) => {
                     status.failures.fetch_add(1, Relaxed);
-                    tracing::warn!(node = %node_name, error = %e, "watching our node failed; retrying");
+                    tracing::warn!(node = %node_name, error = %crate::error_chain(&e), "watching our node failed; retrying");
                     continue;
                 }
             },
+        }
+        let Some(n) = &node else {
+            continue;
         };
-        let Some(ip) = internal_ip(&node) else {
+        let Some(ip) = internal_ip(n) else {
             status.failures.fetch_add(1, Relaxed);
             tracing::error!(node = %node_name, "our node has no InternalIP address; cannot advertise an endpoint");
             continue;
         };
-        let patch = missing(&node, &wanted_annotations(&adverts, ip));
+        let wanted = wanted_annotations(&adverts.borrow_and_update(), ip);
+        let patch = missing(n, &wanted);
         if patch.is_empty() {
             status.advertised.store(true, Relaxed);
             continue;
@@ -117,10 +129,11 @@ pub async fn run(
                 .patch(&node_name, &PatchParams::default(), &Patch::Merge(&body))
                 .await
             {
-                Ok(_) => {
+                Ok(patched) => {
                     status.patches.fetch_add(1, Relaxed);
                     status.advertised.store(true, Relaxed);
                     tracing::info!(node = %node_name, annotations = ?patch.keys().collect::<Vec<_>>(), "advertised");
+                    node = Some(patched);
                     break;
                 }
                 Err(e) => {

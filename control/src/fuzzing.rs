@@ -26,8 +26,10 @@ pub fn config_parse(data: &[u8]) {
 }
 
 /// Node → peer mapping on arbitrary nodes: a JSON Node list if the input is one, else
-/// nodes whose annotations and pod CIDRs are slices of the input. Never panics; every
-/// peer lies inside the pod subnet and keys are unique.
+/// nodes whose annotations and pod CIDRs are slices of the input; our own key is the
+/// last node's (so some inputs advertise it). Never panics, and the peer set is always a
+/// valid tunnel configuration: keys unique and never our own, every prefix inside the pod
+/// subnet, no two prefixes sharing an address.
 pub fn node_peers(data: &[u8]) {
     let keys = AnnotationKeys::for_cluster("aws");
     let subnet = parse_cidr("10.4.0.0/16").expect("valid");
@@ -62,15 +64,26 @@ pub fn node_peers(data: &[u8]) {
             })
             .collect()
     });
-    let (peers, _) = desired_peers(nodes.iter(), &keys, &subnet);
+    let own = nodes.last().and_then(|n| {
+        let ann = n.metadata.annotations.as_ref()?;
+        crate::peers::parse_public_key(ann.get(&keys.public_key)?)
+    });
+    let (peers, _) = desired_peers(nodes.iter(), &keys, &subnet, own);
     let mut seen = std::collections::HashSet::new();
+    let mut prefixes = Vec::new();
     for p in &peers {
         assert!(seen.insert(p.public_key), "duplicate key in the peer set");
+        assert!(Some(p.public_key) != own, "our own key in the peer set");
         for n in &p.allowed_ips {
             assert!(
                 subnet.contains(n.network_address()) && n.netmask() >= subnet.netmask(),
                 "{n} escapes the subnet"
             );
+            assert!(
+                !prefixes.iter().any(|q| crate::config::overlaps(q, n)),
+                "{n} overlaps another peer's prefix"
+            );
+            prefixes.push(*n);
         }
     }
 }

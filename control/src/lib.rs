@@ -6,9 +6,11 @@
 
 pub mod advertise;
 pub mod backoff;
+pub mod claims;
 pub mod config;
 #[cfg(any(test, feature = "fuzzing"))]
 pub mod fuzzing;
+pub mod hold;
 pub mod http_metrics;
 pub mod netlink;
 pub mod peers;

@@ -12,6 +12,7 @@ use base64::engine::general_purpose::STANDARD;
 use ip_network::IpNetwork;
 use k8s_openapi::api::core::v1::Node;
 
+use crate::claims::Claims;
 use crate::config::{overlaps, parse_cidr};
 
 /// Keepalive for every peer, as in the original.
@@ -33,6 +34,12 @@ impl AnnotationKeys {
             public_key: format!("{cluster}.wireguard.semaphore.uw.io/pubKey"),
             endpoint: format!("{cluster}.wireguard.semaphore.uw.io/endpoint"),
         }
+    }
+
+    /// What every key of this cluster starts with: `<cluster>.wireguard.semaphore.uw.io/`.
+    pub fn prefix(&self) -> String {
+        let end = self.public_key.rfind('/').map_or(0, |i| i + 1);
+        self.public_key[..end].to_string()
     }
 }
 
@@ -74,6 +81,16 @@ pub enum SkipReason {
     OutsidePodSubnet(String),
     /// Another node advertises the same public key.
     DuplicatePublicKey(String),
+    /// The node advertises this node's own public key (copied, or a misconfiguration).
+    OwnPublicKey,
+    /// A pod CIDR (or other claimed prefix) that equals, contains or lies inside a prefix
+    /// an older node already holds.
+    PodCidrConflict {
+        /// The prefix refused.
+        prefix: String,
+        /// The node that holds it.
+        holder: String,
+    },
 }
 
 impl SkipKind {
@@ -122,6 +139,11 @@ impl fmt::Display for SkipReason {
             Self::DuplicatePublicKey(other) => {
                 write!(f, "node {other} advertises the same public key")
             }
+            Self::OwnPublicKey => f.write_str("the node advertises this node's own public key"),
+            Self::PodCidrConflict { prefix, holder } => write!(
+                f,
+                "{prefix} overlaps a prefix of node {holder}, which claimed it first"
+            ),
         }
     }
 }
@@ -136,44 +158,69 @@ pub struct Skipped {
 }
 
 /// The peers for `nodes` (sorted by node name) and the annotated nodes that were skipped.
+///
+/// The set is always a valid tunnel configuration: keys unique and not `own_key`, allowed
+/// IPs disjoint. A key advertised by two nodes is trusted for neither; a node advertising
+/// our own key is skipped; of two nodes whose pod CIDRs overlap, the older one (creation
+/// time, then name) keeps its peer and the other is skipped (`claims.rs`).
 pub fn desired_peers<'a>(
     nodes: impl IntoIterator<Item = &'a Node>,
     keys: &AnnotationKeys,
     pod_subnet: &IpNetwork,
+    own_key: Option<[u8; 32]>,
 ) -> (Vec<DesiredPeer>, Vec<Skipped>) {
-    let mut peers = Vec::new();
+    let mut candidates = Vec::new();
     let mut skipped = Vec::new();
     for node in nodes {
         let name = node.metadata.name.clone().unwrap_or_default();
         match peer_from_node(node, keys, pod_subnet) {
-            Ok(Some(p)) => peers.push(p),
+            Ok(Some(p)) => candidates.push((node.metadata.creation_timestamp.clone(), p)),
             Ok(None) => {}
             Err(reason) => skipped.push(Skipped { node: name, reason }),
         }
     }
-    peers.sort_by(|a, b| a.node.cmp(&b.node));
     // A key advertised by two nodes is trusted for neither.
-    let mut by_key: HashMap<[u8; 32], Vec<usize>> = HashMap::new();
-    for (i, p) in peers.iter().enumerate() {
-        by_key.entry(p.public_key).or_default().push(i);
+    let mut by_key: HashMap<[u8; 32], Vec<String>> = HashMap::new();
+    for (_, p) in &candidates {
+        by_key.entry(p.public_key).or_default().push(p.node.clone());
     }
-    let mut drop = vec![false; peers.len()];
-    for idx in by_key.values().filter(|v| v.len() > 1) {
-        for &i in idx {
-            drop[i] = true;
-            let other = idx
-                .iter()
-                .find(|&&j| j != i)
-                .map(|&j| peers[j].node.clone())
-                .unwrap_or_default();
-            skipped.push(Skipped {
-                node: peers[i].node.clone(),
-                reason: SkipReason::DuplicatePublicKey(other),
-            });
+    candidates.retain(|(_, p)| {
+        let sharing = &by_key[&p.public_key];
+        let reason = if Some(p.public_key) == own_key {
+            SkipReason::OwnPublicKey
+        } else if sharing.len() > 1 {
+            let other = sharing.iter().find(|n| **n != p.node).cloned();
+            SkipReason::DuplicatePublicKey(other.unwrap_or_default())
+        } else {
+            return true;
+        };
+        skipped.push(Skipped {
+            node: p.node.clone(),
+            reason,
+        });
+        false
+    });
+    // The oldest claim to a prefix keeps it.
+    candidates.sort_by(|(ta, a), (tb, b)| {
+        let (ta, tb) = (ta.as_ref().map(|t| t.0), tb.as_ref().map(|t| t.0));
+        // Nodes without a creation time (not from an API server) count as newest.
+        (ta.is_none(), ta, &a.node).cmp(&(tb.is_none(), tb, &b.node))
+    });
+    let mut claims = Claims::new();
+    let mut peers = Vec::with_capacity(candidates.len());
+    for (_, p) in candidates {
+        match claims.claim(&p.node, &p.allowed_ips) {
+            Ok(()) => peers.push(p),
+            Err(c) => skipped.push(Skipped {
+                node: p.node,
+                reason: SkipReason::PodCidrConflict {
+                    prefix: c.prefix.to_string(),
+                    holder: c.holder,
+                },
+            }),
         }
     }
-    let mut keep = drop.iter().map(|d| !d);
-    peers.retain(|_| keep.next().unwrap_or(true));
+    peers.sort_by(|a, b| a.node.cmp(&b.node));
     skipped.sort_by(|a, b| a.node.cmp(&b.node));
     (peers, skipped)
 }

@@ -99,8 +99,17 @@ pub async fn local_client(
     })
 }
 
+/// kube-client retries 429, 503 and 504 inside each request by default, with a backoff
+/// that grows to minutes: after an outage the watcher would wait for that request instead
+/// of retrying on its own short, capped schedule (`sync.rs`). Our loops retry themselves.
+fn own_retries(mut config: Config) -> Config {
+    config.default_retry = false;
+    config
+}
+
 /// A client whose requests are counted under the API server's `host:port`.
 fn counted(config: Config, counts: &RequestCounts) -> Result<Client, kube::Error> {
+    let config = own_retries(config);
     let host = config
         .cluster_url
         .authority()
@@ -147,9 +156,11 @@ pub async fn remote_client(
                 .authority()
                 .map(|a| a.to_string())
                 .unwrap_or_default();
-            let builder = ClientBuilder::try_from(config).map_err(|source| ClientError::Build {
-                what: "remote cluster",
-                source,
+            let builder = ClientBuilder::try_from(own_retries(config)).map_err(|source| {
+                ClientError::Build {
+                    what: "remote cluster",
+                    source,
+                }
             })?;
             return Ok(builder
                 .with_layer(&TokenLayer(token))

@@ -1,7 +1,16 @@
 //! One loop per remote cluster: a reflector over the remote's Nodes; after the initial
-//! list, and after every change (debounced), on `resyncPeriod` and after a failed apply
-//! (with backoff), the whole desired peer set goes to the tunnel through [`PeerSink`].
-//! Nothing is applied before the initial list, so restored peers are never removed early.
+//! list, after every change, on `resyncPeriod`, after a failed apply (with backoff) and
+//! when a hold on large removals ends (`hold.rs`), the whole desired peer set goes to the
+//! tunnel through [`PeerSink`]. Nothing is applied before the initial list, so restored
+//! peers are never removed early.
+//!
+//! - A change after a quiet spell is applied at once; changes that follow within
+//!   [`DEBOUNCE`] of an apply are gathered into the next one.
+//! - Only what the agent uses of a Node is cached: name, uid, creation time, our
+//!   annotations and the pod CIDRs (status, managed fields, labels and other annotations
+//!   are dropped before they reach the store), and the list is read in pages.
+//! - The watch is retried with a jittered backoff capped at [`WATCH_RETRY_MAX`], so watches
+//!   resume within seconds of the API server answering again.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
@@ -14,15 +23,21 @@ use kube::Api;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::watcher::{self, Event};
 use kube::runtime::{WatchStreamExt, reflector as reflect};
+use tokio::sync::Notify;
 use tokio::time::{Instant, sleep_until};
 
 use crate::backoff::Backoff;
+use crate::hold::RemovalHold;
 use crate::peers::{AnnotationKeys, DesiredPeer, SkipKind, Skipped, desired_peers};
 
 /// Where a remote's desired peers go (the binary implements it over the dataplane).
 pub trait PeerSink: Send + Sync + 'static {
-    /// Make the tunnel's peers exactly `peers`.
-    fn apply(&self, peers: &[DesiredPeer]) -> Result<(), ApplyError>;
+    /// Make the tunnel's peers exactly `peers`, plus the peers already there whose key is
+    /// in `keep` (as they are), unless one of `peers` now claims their addresses.
+    fn apply(&self, peers: &[DesiredPeer], keep: &[[u8; 32]]) -> Result<(), ApplyError>;
+
+    /// The keys of the tunnel's peers now (empty when the tunnel is not up).
+    fn current_keys(&self) -> Vec<[u8; 32]>;
 }
 
 /// The tunnel refused a peer set; nothing of it was applied. The sync loop retries with
@@ -31,10 +46,14 @@ pub trait PeerSink: Send + Sync + 'static {
 #[error("the tunnel refused the peer set")]
 pub struct ApplyError(#[source] pub Box<dyn std::error::Error + Send + Sync>);
 
-/// Changes arriving within this window are applied together.
-const DEBOUNCE: Duration = Duration::from_millis(200);
+/// Changes arriving within this window after an apply are applied together.
+pub const DEBOUNCE: Duration = Duration::from_millis(200);
 const RETRY_MIN: Duration = Duration::from_secs(1);
 const RETRY_MAX: Duration = Duration::from_secs(30);
+/// The longest wait between two attempts to watch (before jitter, which may double it).
+pub const WATCH_RETRY_MAX: Duration = Duration::from_secs(2);
+/// Nodes per page of the list.
+const PAGE_SIZE: u32 = 200;
 
 /// Counters and state of one remote's sync loop, read by health checks and metrics.
 #[derive(Default, Debug)]
@@ -53,11 +72,15 @@ pub struct SyncStatus {
     pub watch_failures: AtomicU64,
     /// Peers in the last applied set.
     pub peers: AtomicUsize,
+    /// Removals held back by the large-removal rule (`hold.rs`).
+    pub held_removals: AtomicUsize,
     /// Nodes skipped as malformed, by [`SkipKind::index`] (counted per sync in which they
     /// were skipped and had changed).
     pub skipped_total: [AtomicU64; SkipKind::COUNT],
     /// The nodes skipped in the last sync.
     pub skipped_now: Mutex<Vec<Skipped>>,
+    /// What keeps the remote from syncing now (cleared by a successful apply).
+    pub problem: Mutex<Option<String>>,
 }
 
 /// Static inputs of one remote's loop.
@@ -72,6 +95,25 @@ pub struct RemoteSync {
     pub pod_subnet: IpNetwork,
     /// Full re-apply period (zero = off).
     pub resync: Duration,
+    /// Our public key for this remote: a node advertising it is skipped.
+    pub own_key: Option<[u8; 32]>,
+    /// How long removals of more than half of the peers wait (zero: never).
+    pub mass_removal_grace: Duration,
+}
+
+impl SyncStatus {
+    /// Records what keeps the remote from syncing (`None`: nothing).
+    pub fn set_problem(&self, problem: Option<String>) {
+        *self.problem.lock().unwrap_or_else(|e| e.into_inner()) = problem;
+    }
+
+    /// What keeps the remote from syncing, if anything.
+    pub fn problem(&self) -> Option<String> {
+        self.problem
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
 }
 
 impl RemoteSync {
@@ -83,9 +125,26 @@ impl RemoteSync {
         status: Arc<SyncStatus>,
         shutdown: impl std::future::Future<Output = ()>,
     ) {
+        self.run_with_kick(client, sink, status, Arc::new(Notify::new()), shutdown)
+            .await;
+    }
+
+    /// Like [`RemoteSync::run`]; every `kick` applies the whole set again at once (the
+    /// binary kicks when a tunnel was rebuilt).
+    pub async fn run_with_kick(
+        self,
+        client: kube::Client,
+        sink: Arc<dyn PeerSink>,
+        status: Arc<SyncStatus>,
+        kick: Arc<Notify>,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) {
         let (store, writer) = reflector::store::<Node>();
-        let events = reflect(writer, watcher(Api::<Node>::all(client))).boxed();
-        self.drive(events, store, sink, status, shutdown).await;
+        let ours = self.keys.prefix();
+        let nodes = watcher(Api::<Node>::all(client)).modify(move |n| strip(n, &ours));
+        let events = reflect(writer, nodes).boxed();
+        self.drive(events, store, sink, status, kick, shutdown)
+            .await;
     }
 
     async fn drive(
@@ -94,17 +153,23 @@ impl RemoteSync {
         store: Store<Node>,
         sink: Arc<dyn PeerSink>,
         status: Arc<SyncStatus>,
+        kick: Arc<Notify>,
         shutdown: impl std::future::Future<Output = ()>,
     ) {
         tokio::pin!(shutdown);
         let mut listed = false;
         let mut due: Option<Instant> = None;
+        let mut last_apply: Option<Instant> = None;
         let mut retry = Backoff::new(RETRY_MIN, RETRY_MAX);
+        let mut hold = RemovalHold::new(self.mass_removal_grace);
+        let mut hold_ends: Option<Instant> = None;
         let mut resync = (!self.resync.is_zero())
             .then(|| tokio::time::interval_at(Instant::now() + self.resync, self.resync));
         let mut last_skipped: Vec<Skipped> = Vec::new();
         loop {
-            let wake = due.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
+            let far = Instant::now() + Duration::from_secs(3600);
+            let wake = due.unwrap_or(far);
+            let hold_wake = hold_ends.unwrap_or(far);
             tokio::select! {
                 _ = &mut shutdown => return,
                 ev = events.next() => match ev {
@@ -117,7 +182,9 @@ impl RemoteSync {
                         due = Some(Instant::now());
                     }
                     Some(Ok(Event::Apply(_) | Event::Delete(_))) if listed => {
-                        due.get_or_insert_with(|| Instant::now() + DEBOUNCE);
+                        // At once after a quiet spell; else with the next gathered apply.
+                        let earliest = last_apply.map_or_else(Instant::now, |t| t + DEBOUNCE);
+                        due.get_or_insert_with(|| earliest.max(Instant::now()));
                     }
                     Some(Ok(_)) => {}
                     Some(Err(e)) => {
@@ -126,23 +193,43 @@ impl RemoteSync {
                             _ => &status.watch_failures,
                         };
                         counter.fetch_add(1, Relaxed);
-                        tracing::warn!(cluster = %self.cluster, device = %self.device, error = %e, "remote node watch failed; retrying with backoff");
+                        let error = crate::error_chain(&e);
+                        tracing::warn!(cluster = %self.cluster, device = %self.device, error = %error, "remote node watch failed; retrying with backoff");
+                        status.set_problem(Some(format!("watching the remote's nodes: {error}")));
                     }
                 },
+                _ = kick.notified(), if listed => {
+                    due = Some(Instant::now());
+                }
+                _ = sleep_until(hold_wake), if hold_ends.is_some() => {
+                    hold_ends = None;
+                    due.get_or_insert_with(Instant::now);
+                }
                 _ = sleep_until(wake), if due.is_some() => {
                     due = None;
+                    last_apply = Some(Instant::now());
                     let nodes = store.state();
-                    let (peers, skipped) = desired_peers(nodes.iter().map(|n| &**n), &self.keys, &self.pod_subnet);
+                    let (peers, skipped) = desired_peers(nodes.iter().map(|n| &**n), &self.keys, &self.pod_subnet, self.own_key);
                     for s in skipped.iter().filter(|s| !last_skipped.contains(s)) {
-                        tracing::warn!(cluster = %self.cluster, device = %self.device, node = %s.node, reason = %s.reason, "skipping malformed node");
+                        tracing::warn!(cluster = %self.cluster, device = %self.device, node = %s.node, reason = %s.reason, "skipping node");
                         status.skipped_total[s.reason.kind().index()].fetch_add(1, Relaxed);
                     }
                     *status.skipped_now.lock().unwrap_or_else(|e| e.into_inner()) = skipped.clone();
                     last_skipped = skipped;
-                    match sink.apply(&peers) {
+                    let held = hold.plan(&sink.current_keys(), &peers, Instant::now());
+                    let was_held = status.held_removals.swap(held.keys.len(), Relaxed);
+                    if !held.keys.is_empty() && was_held == 0 {
+                        tracing::warn!(cluster = %self.cluster, device = %self.device, held = held.keys.len(), wanted = peers.len(),
+                            grace = ?self.mass_removal_grace, "more than half of the remote's peers would go at once; holding their removal");
+                    } else if held.keys.is_empty() && was_held > 0 {
+                        tracing::info!(cluster = %self.cluster, device = %self.device, released = was_held, "held peer removals resolved");
+                    }
+                    hold_ends = held.until;
+                    match sink.apply(&peers, &held.keys) {
                         Ok(()) => {
+                            status.set_problem(None);
                             status.syncs_ok.fetch_add(1, Relaxed);
-                            status.peers.store(peers.len(), Relaxed);
+                            status.peers.store(peers.len() + held.keys.len(), Relaxed);
                             if !status.initial_list_applied.swap(true, Relaxed) {
                                 tracing::info!(cluster = %self.cluster, device = %self.device, peers = peers.len(), "initial peer set applied");
                             } else {
@@ -154,7 +241,9 @@ impl RemoteSync {
                             status.syncs_failed.fetch_add(1, Relaxed);
                             status.requeues.fetch_add(1, Relaxed);
                             let delay = retry.next_delay();
-                            tracing::error!(cluster = %self.cluster, device = %self.device, error = %crate::error_chain(&e), retry_in = ?delay, "applying peers failed");
+                            let error = crate::error_chain(&e);
+                            tracing::error!(cluster = %self.cluster, device = %self.device, error = %error, retry_in = ?delay, "applying peers failed");
+                            status.set_problem(Some(format!("applying peers: {error}")));
                             due = Some(Instant::now() + delay);
                         }
                     }
@@ -167,8 +256,31 @@ impl RemoteSync {
     }
 }
 
+/// Drops what the agent does not use from a remote Node before it is cached: only the
+/// name, uid, creation time, the annotations under `ours` and the pod CIDRs stay.
+pub fn strip(node: &mut Node, ours: &str) {
+    let meta = &mut node.metadata;
+    meta.managed_fields = None;
+    meta.labels = None;
+    meta.owner_references = None;
+    meta.finalizers = None;
+    if let Some(ann) = &mut meta.annotations {
+        ann.retain(|k, _| k.starts_with(ours));
+    }
+    node.status = None;
+    if let Some(spec) = &mut node.spec {
+        *spec = k8s_openapi::api::core::v1::NodeSpec {
+            pod_cidr: spec.pod_cidr.take(),
+            pod_cidrs: spec.pod_cidrs.take(),
+            ..Default::default()
+        };
+    }
+}
+
 fn watcher(
     api: Api<Node>,
 ) -> impl futures::Stream<Item = Result<Event<Node>, watcher::Error>> + Send {
-    watcher::watcher(api, watcher::Config::default()).default_backoff()
+    let config = watcher::Config::default().page_size(PAGE_SIZE);
+    watcher::watcher(api, config)
+        .backoff(Backoff::new(Duration::from_millis(250), WATCH_RETRY_MAX).jittered())
 }

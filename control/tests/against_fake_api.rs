@@ -1,121 +1,22 @@
 //! The controller's Kubernetes side against the in-repo fake API server (real HTTP, real
 //! kube::Client): remote clients, the sync loop, and the advertiser.
 
+mod common;
+
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
+use common::*;
 use control::advertise::{self, Advert, AdvertStatus};
 use control::config::{RemoteAccess, parse_cidr};
 use control::http_metrics::RequestCounts;
-use control::peers::{AnnotationKeys, DesiredPeer};
-use control::sync::{ApplyError, PeerSink, RemoteSync, SyncStatus};
-use fake_apiserver::{FakeApiServer, Options};
-use k8s_openapi::api::core::v1::{Node, NodeAddress, NodeSpec, NodeStatus};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use control::peers::AnnotationKeys;
+use control::sync::{PeerSink, RemoteSync, SyncStatus};
+use fake_apiserver::FakeApiServer;
+use k8s_openapi::api::core::v1::Node;
 use kube::Api;
 use std::sync::atomic::Ordering::Relaxed;
-
-const KEY1: &str = "khSDFVjOxtkTKhuucfKihpbk697ckcY6tfmeUrtHtX0=";
-const KEY2: &str = "Po+eOjaDgwxInV0MdfGgVDB/X2+87hMMDgZurYCi3WQ=";
-
-fn node(name: &str, ip: &str, cidr: &str, ann: &[(&str, &str)]) -> Node {
-    Node {
-        metadata: ObjectMeta {
-            name: Some(name.into()),
-            annotations: Some(
-                ann.iter()
-                    .map(|(k, v)| (k.to_string(), v.to_string()))
-                    .collect(),
-            ),
-            ..Default::default()
-        },
-        spec: Some(NodeSpec {
-            pod_cidr: Some(cidr.into()),
-            ..Default::default()
-        }),
-        status: Some(NodeStatus {
-            addresses: Some(vec![NodeAddress {
-                type_: "InternalIP".into(),
-                address: ip.into(),
-            }]),
-            ..Default::default()
-        }),
-    }
-}
-
-fn advertised(name: &str, ip: &str, cidr: &str, key: &str) -> Node {
-    node(
-        name,
-        ip,
-        cidr,
-        &[
-            ("aws.wireguard.semaphore.uw.io/pubKey", key),
-            (
-                "aws.wireguard.semaphore.uw.io/endpoint",
-                &format!("{ip}:51820"),
-            ),
-        ],
-    )
-}
-
-async fn server(token: &str) -> (FakeApiServer, std::path::PathBuf) {
-    let opts = Options {
-        token: Some(token.into()),
-        ..Default::default()
-    };
-    let s = fake_apiserver::start("127.0.0.1:0".parse().unwrap(), opts)
-        .await
-        .unwrap();
-    let dir = std::env::temp_dir().join(format!(
-        "swg-ctl-{}-{}",
-        std::process::id(),
-        s.addr().port()
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
-    let tok = dir.join("token");
-    std::fs::write(&tok, format!("{token}\n")).unwrap();
-    (s, tok)
-}
-
-fn token_access(s: &FakeApiServer, token_path: &std::path::Path) -> RemoteAccess {
-    RemoteAccess::Token {
-        api_url: s.url(),
-        ca_url: "http://unused.invalid/ca".into(),
-        token_path: token_path.display().to_string(),
-    }
-}
-
-/// Records every applied peer set.
-#[derive(Default)]
-struct Recorder(Mutex<Vec<Vec<DesiredPeer>>>);
-
-impl PeerSink for Recorder {
-    fn apply(&self, peers: &[DesiredPeer]) -> Result<(), ApplyError> {
-        self.0.lock().unwrap().push(peers.to_vec());
-        Ok(())
-    }
-}
-
-impl Recorder {
-    fn last_nodes(&self) -> Option<Vec<String>> {
-        self.0
-            .lock()
-            .unwrap()
-            .last()
-            .map(|p| p.iter().map(|d| d.node.clone()).collect())
-    }
-}
-
-async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
-    for _ in 0..100 {
-        if f() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("timed out waiting for {what}");
-}
 
 #[tokio::test]
 async fn token_client_is_counted_and_refused_with_a_bad_token() {
@@ -184,6 +85,8 @@ async fn sync_applies_after_the_initial_list_and_follows_changes() {
         keys: AnnotationKeys::for_cluster("aws"),
         pod_subnet: parse_cidr("10.4.0.0/16").unwrap(),
         resync: Duration::ZERO,
+        own_key: None,
+        mass_removal_grace: Duration::ZERO,
     };
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(sync.run(
@@ -265,11 +168,11 @@ async fn advertiser_patches_and_reasserts() {
         .await
         .unwrap();
     let status = Arc::new(AdvertStatus::default());
-    let adverts = vec![Advert {
+    let (_adverts_tx, adverts) = tokio::sync::watch::channel(vec![Advert {
         remote: "gcp".into(),
         public_key: KEY1.into(),
         port: 51821,
-    }];
+    }]);
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(advertise::run(
         client,

@@ -283,8 +283,13 @@ pub(crate) fn receive_datagram<'t>(
             peer.timers.on_handshake_complete();
         }
         if let Some((len, inner_src)) = delivered {
+            // boringtun trusts the length field: a total length below the header's own
+            // size leaves a truncated packet (the kernel drops it as dishonest too).
+            let header = if inner_src.is_ipv4() { 20 } else { 40 };
+            if len < header {
+                counters.drop_packets(DropReason::Malformed, 1);
             // Cryptokey routing, inbound: the inner source must route back to this peer.
-            if table.routes.lookup_cached(inner_src, routes) == Some(&pos) {
+            } else if table.routes.lookup_cached(inner_src, routes) == Some(&pos) {
                 out.to_tun.commit(len, src, 0);
             } else {
                 counters.drop_packets(DropReason::SourceNotAllowed, 1);

@@ -18,7 +18,8 @@ pub enum DropReason {
     NoEndpoint,
     /// Outbound bytes that are not an IP packet.
     NotIp,
-    /// Inbound datagram that is not a well-formed WireGuard message.
+    /// Inbound datagram that is not a well-formed WireGuard message, or whose decrypted
+    /// packet is not a well-formed IP packet (a length field shorter than its header).
     Malformed,
     /// Inbound message for a receiver index or static key we do not know.
     UnknownPeer,

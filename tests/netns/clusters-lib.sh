@@ -75,7 +75,8 @@ current-context: $c
 KC
 }
 
-# agent_config NODE: the seed's config style, for a node of either cluster.
+# agent_config NODE: the seed's config style, for a node of either cluster. A test may
+# add remotes for one node with EXTRA_REMOTES_<node> (JSON objects, comma first).
 agent_config() {
     local local_c remote_c subnet
     local_c=$(cluster_of "$1")
@@ -87,6 +88,7 @@ agent_config() {
   "remotes": [
     { "name": "$remote_c", "kubeConfigPath": "$TMP/$remote_c.kubeconfig",
       "podSubnet": "$subnet", "wgDeviceMTU": 1420, "wgListenPort": 51820, "resyncPeriod": "30s" }
+      $(eval echo "\${EXTRA_REMOTES_$1:-}")
   ]
 }
 CFG

@@ -73,6 +73,9 @@ pub struct RemoteCluster {
     pub listen_port: u16,
     /// Full re-apply period; zero disables it.
     pub resync_period: Duration,
+    /// How long removals of more than half of the peers at once wait (`hold.rs`); zero
+    /// disables the hold.
+    pub mass_removal_grace_period: Duration,
 }
 
 impl RemoteCluster {
@@ -121,6 +124,8 @@ struct RawRemote {
     wg_listen_port: u64,
     #[serde(default)]
     resync_period: Option<Value>,
+    #[serde(default)]
+    mass_removal_grace_period: Option<Value>,
 }
 
 const TOP_FIELDS: &[&str] = &["local", "remotes"];
@@ -135,6 +140,7 @@ const REMOTE_FIELDS: &[&str] = &[
     "wgDeviceMTU",
     "wgListenPort",
     "resyncPeriod",
+    "massRemovalGracePeriod",
 ];
 
 /// Parses and validates a config file's contents. Returns the config and warnings (unknown
@@ -257,6 +263,13 @@ fn validate(raw: RawConfig) -> Result<ClustersConfig, ConfigError> {
                 source,
             })?,
         };
+        let mass_removal_grace_period = match &r.mass_removal_grace_period {
+            None | Some(Value::Null) => crate::hold::DEFAULT_GRACE,
+            Some(v) => duration::from_json(v).map_err(|source| ConfigError::InvalidDuration {
+                field: format!("{at}.massRemovalGracePeriod"),
+                source,
+            })?,
+        };
         for (j, other) in remotes.iter().enumerate() {
             let prev = format!("remotes[{j}]");
             if other.name == r.name {
@@ -289,6 +302,7 @@ fn validate(raw: RawConfig) -> Result<ClustersConfig, ConfigError> {
             mtu,
             listen_port,
             resync_period,
+            mass_removal_grace_period,
         });
     }
     let kube_config_path =

@@ -174,3 +174,21 @@ fn deploy_example_parses() {
     assert!(warnings.is_empty(), "{warnings:?}");
     assert_eq!(c.remotes[0].device_name(), "wireguard.gcp");
 }
+
+#[test]
+fn mass_removal_grace_period_defaults_to_five_minutes_and_zero_turns_it_off() {
+    let grace = |extra: &str| {
+        parse(&one_remote(extra)).map(|(c, _)| c.remotes[0].mass_removal_grace_period)
+    };
+    assert_eq!(grace("").unwrap(), Duration::from_secs(300));
+    assert_eq!(
+        grace(r#","massRemovalGracePeriod":"0""#).unwrap(),
+        Duration::ZERO
+    );
+    assert_eq!(
+        grace(r#","massRemovalGracePeriod":"90s""#).unwrap(),
+        Duration::from_secs(90)
+    );
+    let e = parse_err(&one_remote(r#","massRemovalGracePeriod":"soon""#));
+    assert!(e.starts_with("remotes[0].massRemovalGracePeriod: "), "{e}");
+}

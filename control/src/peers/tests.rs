@@ -55,7 +55,7 @@ fn a_good_node_becomes_a_peer() {
         Some("192.168.0.1:51820"),
         Some("10.4.1.0/24"),
     );
-    let (peers, skipped) = desired_peers([&n], &keys(), &subnet());
+    let (peers, skipped) = desired_peers([&n], &keys(), &subnet(), None);
     assert!(skipped.is_empty());
     assert_eq!(peers.len(), 1);
     let p = &peers[0];
@@ -75,7 +75,7 @@ fn pod_cidrs_win_over_pod_cidr() {
         Some("10.4.1.0/24"),
     );
     n.spec.as_mut().unwrap().pod_cidrs = Some(vec!["10.4.1.0/24".into(), "10.4.200.0/24".into()]);
-    let (peers, _) = desired_peers([&n], &keys(), &subnet());
+    let (peers, _) = desired_peers([&n], &keys(), &subnet(), None);
     assert_eq!(peers[0].allowed_ips.len(), 2);
     assert_eq!(peers[0].endpoint.to_string(), "[fd00::1]:51820");
 }
@@ -108,7 +108,7 @@ fn unannotated_nodes_are_ignored_and_malformed_ones_skipped() {
         node("wider", Some(KEY_A), Some("1.2.3.4:1"), Some("10.0.0.0/8")),
         node("good", Some(KEY_B), Some("1.2.3.5:1"), Some("10.4.5.0/24")),
     ];
-    let (peers, skipped) = desired_peers(nodes.iter(), &keys(), &subnet());
+    let (peers, skipped) = desired_peers(nodes.iter(), &keys(), &subnet(), None);
     assert_eq!(
         peers.iter().map(|p| p.node.as_str()).collect::<Vec<_>>(),
         ["good"]
@@ -138,7 +138,7 @@ fn a_shared_key_is_trusted_for_neither_node() {
         node("b", Some(KEY_A), Some("1.1.1.2:1"), Some("10.4.2.0/24")),
         node("c", Some(KEY_B), Some("1.1.1.3:1"), Some("10.4.3.0/24")),
     ];
-    let (peers, skipped) = desired_peers(nodes.iter(), &keys(), &subnet());
+    let (peers, skipped) = desired_peers(nodes.iter(), &keys(), &subnet(), None);
     assert_eq!(peers.len(), 1);
     assert_eq!(peers[0].node, "c");
     assert_eq!(skipped.len(), 2);
@@ -189,4 +189,142 @@ fn public_keys_must_be_32_bytes() {
     assert!(parse_public_key("").is_none());
     assert!(parse_public_key("AAAA").is_none());
     assert!(parse_public_key("not base64!").is_none());
+}
+
+fn key(n: u8) -> String {
+    STANDARD.encode([n; 32])
+}
+
+fn created(mut n: Node, secs: i64) -> Node {
+    let ts = k8s_openapi::jiff::Timestamp::from_second(1_700_000_000 + secs).unwrap();
+    n.metadata.creation_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(ts));
+    n
+}
+
+#[test]
+fn the_older_node_keeps_a_conflicting_pod_cidr() {
+    // "new" is listed first and named first, but "old" was created earlier.
+    let nodes = [
+        created(
+            node(
+                "a-new",
+                Some(&key(1)),
+                Some("1.1.1.1:1"),
+                Some("10.4.1.0/24"),
+            ),
+            50,
+        ),
+        created(
+            node(
+                "z-old",
+                Some(&key(2)),
+                Some("1.1.1.2:1"),
+                Some("10.4.1.0/24"),
+            ),
+            10,
+        ),
+        created(
+            node(
+                "wide",
+                Some(&key(3)),
+                Some("1.1.1.3:1"),
+                Some("10.4.0.0/20"),
+            ),
+            60,
+        ),
+        created(
+            node(
+                "inside",
+                Some(&key(4)),
+                Some("1.1.1.4:1"),
+                Some("10.4.1.128/25"),
+            ),
+            70,
+        ),
+        created(
+            node(
+                "fine",
+                Some(&key(5)),
+                Some("1.1.1.5:1"),
+                Some("10.4.99.0/24"),
+            ),
+            80,
+        ),
+    ];
+    let (peers, skipped) = desired_peers(nodes.iter(), &keys(), &subnet(), None);
+    let names: Vec<_> = peers.iter().map(|p| p.node.as_str()).collect();
+    assert_eq!(names, ["fine", "z-old"]);
+    let got: Vec<_> = skipped
+        .iter()
+        .map(|s| (s.node.as_str(), s.reason.clone()))
+        .collect();
+    let conflict = |prefix: &str| SkipReason::PodCidrConflict {
+        prefix: prefix.into(),
+        holder: "z-old".into(),
+    };
+    assert_eq!(
+        got,
+        [
+            ("a-new", conflict("10.4.1.0/24")),
+            ("inside", conflict("10.4.1.128/25")),
+            ("wide", conflict("10.4.0.0/20")),
+        ]
+    );
+    assert_eq!(skipped[0].reason.label(), "pod_cidr_conflict");
+}
+
+#[test]
+fn without_creation_times_the_name_decides() {
+    let nodes = [
+        node("b", Some(&key(1)), Some("1.1.1.1:1"), Some("10.4.1.0/24")),
+        node("a", Some(&key(2)), Some("1.1.1.2:1"), Some("10.4.1.0/24")),
+    ];
+    let (peers, _) = desired_peers(nodes.iter(), &keys(), &subnet(), None);
+    assert_eq!(peers[0].node, "a");
+}
+
+#[test]
+fn a_node_with_our_own_key_is_skipped() {
+    let nodes = [
+        node(
+            "copycat",
+            Some(&key(7)),
+            Some("1.1.1.1:1"),
+            Some("10.4.1.0/24"),
+        ),
+        node(
+            "fine",
+            Some(&key(8)),
+            Some("1.1.1.2:1"),
+            Some("10.4.2.0/24"),
+        ),
+    ];
+    let (peers, skipped) = desired_peers(nodes.iter(), &keys(), &subnet(), Some([7; 32]));
+    assert_eq!(peers.len(), 1);
+    assert_eq!(skipped[0].reason, SkipReason::OwnPublicKey);
+    assert_eq!(skipped[0].reason.label(), "own_public_key");
+}
+
+#[test]
+fn every_skip_kind_has_its_own_label() {
+    let labels: std::collections::HashSet<_> = SkipKind::all().map(SkipKind::label).collect();
+    assert_eq!(labels.len(), SkipKind::COUNT);
+    assert!(labels.contains("pod_cidr_conflict") && labels.contains("own_public_key"));
+}
+
+#[test]
+fn stripping_keeps_only_what_is_used() {
+    let mut n = created(
+        node("n", Some(KEY_A), Some("1.1.1.1:1"), Some("10.4.1.0/24")),
+        1,
+    );
+    n.metadata.labels = Some([("l".to_string(), "v".to_string())].into());
+    n.status = Some(Default::default());
+    crate::sync::strip(&mut n, &keys().prefix());
+    let ann = n.metadata.annotations.as_ref().unwrap();
+    assert_eq!(ann.len(), 2, "{ann:?}");
+    assert!(n.metadata.labels.is_none() && n.status.is_none());
+    assert!(n.metadata.creation_timestamp.is_some());
+    let (peers, _) = desired_peers([&n], &keys(), &subnet(), None);
+    assert_eq!(peers.len(), 1, "a stripped node is still a peer");
 }

@@ -21,6 +21,7 @@ for target in "$@"; do
     else
         result="FAILED (see $log)"
     fi
-    runs=$(grep -o '#[0-9]*' "$log" | tail -1)
-    echo "   $result; runs ${runs#\#}; working corpus $(find "$work" -type f | wc -l) inputs; $(grep -c '^==.*ERROR\|panicked' "$log" || true) crash reports"
+    runs=$(sed -n 's/^Done \([0-9]*\) runs.*/\1/p' "$log" | tail -1)
+    [ -n "$runs" ] || runs=$(grep -o '^#[0-9]*' "$log" | tail -1 | tr -d '#')
+    echo "   $result; $runs runs; working corpus $(find "$work" -type f | wc -l) inputs; $(grep -c '^==.*ERROR\|panicked' "$log" || true) crash reports"
 done

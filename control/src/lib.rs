@@ -13,6 +13,7 @@ pub mod fuzzing;
 pub mod hold;
 pub mod http_metrics;
 pub mod netlink;
+pub mod node;
 pub mod peers;
 pub mod remote;
 pub mod sync;

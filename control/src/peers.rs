@@ -14,6 +14,7 @@ use k8s_openapi::api::core::v1::Node;
 
 use crate::claims::Claims;
 use crate::config::{overlaps, parse_cidr};
+use crate::node::RemoteNode;
 
 /// Keepalive for every peer, as in the original.
 pub const PERSISTENT_KEEPALIVE: Duration = Duration::from_secs(25);
@@ -157,26 +158,42 @@ pub struct Skipped {
     pub reason: SkipReason,
 }
 
-/// The peers for `nodes` (sorted by node name) and the annotated nodes that were skipped.
-///
-/// The set is always a valid tunnel configuration: keys unique and not `own_key`, allowed
-/// IPs disjoint. A key advertised by two nodes is trusted for neither; a node advertising
-/// our own key is skipped; of two nodes whose pod CIDRs overlap, the older one (creation
-/// time, then name) keeps its peer and the other is skipped (`claims.rs`).
+/// The peers for `nodes` (sorted by node name) and the annotated nodes that were skipped:
+/// [`desired_peers_of`] on what the agent keeps of each node.
 pub fn desired_peers<'a>(
     nodes: impl IntoIterator<Item = &'a Node>,
     keys: &AnnotationKeys,
     pod_subnet: &IpNetwork,
     own_key: Option<[u8; 32]>,
 ) -> (Vec<DesiredPeer>, Vec<Skipped>) {
+    let remote: Vec<RemoteNode> = nodes
+        .into_iter()
+        .map(|n| RemoteNode::from_node(n, keys))
+        .collect();
+    desired_peers_of(remote.iter(), pod_subnet, own_key)
+}
+
+/// The peers for `nodes` (sorted by node name) and the annotated nodes that were skipped.
+///
+/// The set is always a valid tunnel configuration: keys unique and not `own_key`, allowed
+/// IPs disjoint. A key advertised by two nodes is trusted for neither; a node advertising
+/// our own key is skipped; of two nodes whose pod CIDRs overlap, the older one (creation
+/// time, then name) keeps its peer and the other is skipped (`claims.rs`).
+pub fn desired_peers_of<'a>(
+    nodes: impl IntoIterator<Item = &'a RemoteNode>,
+    pod_subnet: &IpNetwork,
+    own_key: Option<[u8; 32]>,
+) -> (Vec<DesiredPeer>, Vec<Skipped>) {
     let mut candidates = Vec::new();
     let mut skipped = Vec::new();
     for node in nodes {
-        let name = node.metadata.name.clone().unwrap_or_default();
-        match peer_from_node(node, keys, pod_subnet) {
-            Ok(Some(p)) => candidates.push((node.metadata.creation_timestamp.clone(), p)),
+        match peer_from(node, pod_subnet) {
+            Ok(Some(p)) => candidates.push((node.created, p)),
             Ok(None) => {}
-            Err(reason) => skipped.push(Skipped { node: name, reason }),
+            Err(reason) => skipped.push(Skipped {
+                node: node.name.clone(),
+                reason,
+            }),
         }
     }
     // A key advertised by two nodes is trusted for neither.
@@ -202,7 +219,6 @@ pub fn desired_peers<'a>(
     });
     // The oldest claim to a prefix keeps it.
     candidates.sort_by(|(ta, a), (tb, b)| {
-        let (ta, tb) = (ta.as_ref().map(|t| t.0), tb.as_ref().map(|t| t.0));
         // Nodes without a creation time (not from an API server) count as newest.
         (ta.is_none(), ta, &a.node).cmp(&(tb.is_none(), tb, &b.node))
     });
@@ -231,10 +247,15 @@ pub fn peer_from_node(
     keys: &AnnotationKeys,
     pod_subnet: &IpNetwork,
 ) -> Result<Option<DesiredPeer>, SkipReason> {
-    let annotations = node.metadata.annotations.as_ref();
-    let key = annotations.and_then(|a| a.get(&keys.public_key));
-    let endpoint = annotations.and_then(|a| a.get(&keys.endpoint));
-    let (key, endpoint) = match (key, endpoint) {
+    peer_from(&RemoteNode::from_node(node, keys), pod_subnet)
+}
+
+/// One node, as the agent keeps it: `Ok(None)` when it does not advertise to us at all.
+pub fn peer_from(
+    node: &RemoteNode,
+    pod_subnet: &IpNetwork,
+) -> Result<Option<DesiredPeer>, SkipReason> {
+    let (key, endpoint) = match (&node.public_key, &node.endpoint) {
         (None, None) => return Ok(None),
         (Some(k), Some(e)) => (k, e),
         _ => return Err(SkipReason::PartialAnnotations),
@@ -243,19 +264,11 @@ pub fn peer_from_node(
         parse_public_key(key).ok_or_else(|| SkipReason::InvalidPublicKey(key.clone()))?;
     let endpoint =
         parse_endpoint(endpoint).ok_or_else(|| SkipReason::InvalidEndpoint(endpoint.clone()))?;
-    let spec = node.spec.as_ref();
-    let cidrs: Vec<String> = match spec
-        .and_then(|s| s.pod_cidrs.clone())
-        .filter(|v| !v.is_empty())
-    {
-        Some(v) => v,
-        None => spec.and_then(|s| s.pod_cidr.clone()).into_iter().collect(),
-    };
-    if cidrs.is_empty() {
+    if node.pod_cidrs.is_empty() {
         return Err(SkipReason::NoPodCidr);
     }
-    let mut allowed_ips = Vec::with_capacity(cidrs.len());
-    for c in &cidrs {
+    let mut allowed_ips = Vec::with_capacity(node.pod_cidrs.len());
+    for c in &node.pod_cidrs {
         let net = parse_cidr(c).ok_or_else(|| SkipReason::InvalidPodCidr(c.clone()))?;
         let inside = pod_subnet.netmask() <= net.netmask() && overlaps(pod_subnet, &net);
         if !inside {
@@ -264,7 +277,7 @@ pub fn peer_from_node(
         allowed_ips.push(net);
     }
     Ok(Some(DesiredPeer {
-        node: node.metadata.name.clone().unwrap_or_default(),
+        node: node.name.clone(),
         public_key,
         endpoint,
         allowed_ips,

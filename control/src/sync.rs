@@ -1,4 +1,4 @@
-//! One loop per remote cluster: a reflector over the remote's Nodes; after the initial
+//! One loop per remote cluster: a watch over the remote's Nodes; after the initial
 //! list, after every change, on `resyncPeriod`, after a failed apply (with backoff) and
 //! when a hold on large removals ends (`hold.rs`), the whole desired peer set goes to the
 //! tunnel through [`PeerSink`]. Nothing is applied before the initial list, so restored
@@ -6,12 +6,14 @@
 //!
 //! - A change after a quiet spell is applied at once; changes that follow within
 //!   [`DEBOUNCE`] of an apply are gathered into the next one.
-//! - Only what the agent uses of a Node is cached: name, uid, creation time, our
-//!   annotations and the pod CIDRs (status, managed fields, labels and other annotations
-//!   are dropped before they reach the store), and the list is read in pages.
+//! - Only what the agent uses of a Node is kept ([`RemoteNode`]: name, creation time, our
+//!   two annotations, the pod CIDRs); each Node is dropped as soon as it is read, the list
+//!   is read in pages, and a change to anything else of a Node (a status update) is no
+//!   change at all.
 //! - The watch is retried with a jittered backoff capped at [`WATCH_RETRY_MAX`], so watches
 //!   resume within seconds of the API server answering again.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -20,15 +22,15 @@ use futures::StreamExt;
 use ip_network::IpNetwork;
 use k8s_openapi::api::core::v1::Node;
 use kube::Api;
-use kube::runtime::reflector::{self, Store};
+use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
-use kube::runtime::{WatchStreamExt, reflector as reflect};
 use tokio::sync::Notify;
 use tokio::time::{Instant, sleep_until};
 
 use crate::backoff::Backoff;
 use crate::hold::RemovalHold;
-use crate::peers::{AnnotationKeys, DesiredPeer, SkipKind, Skipped, desired_peers};
+use crate::node::RemoteNode;
+use crate::peers::{AnnotationKeys, DesiredPeer, SkipKind, Skipped, desired_peers_of};
 
 /// Where a remote's desired peers go (the binary implements it over the dataplane).
 pub trait PeerSink: Send + Sync + 'static {
@@ -53,7 +55,7 @@ const RETRY_MAX: Duration = Duration::from_secs(30);
 /// The longest wait between two attempts to watch (before jitter, which may double it).
 pub const WATCH_RETRY_MAX: Duration = Duration::from_secs(2);
 /// Nodes per page of the list.
-const PAGE_SIZE: u32 = 200;
+const PAGE_SIZE: u32 = 100;
 
 /// Counters and state of one remote's sync loop, read by health checks and metrics.
 #[derive(Default, Debug)]
@@ -139,18 +141,13 @@ impl RemoteSync {
         kick: Arc<Notify>,
         shutdown: impl std::future::Future<Output = ()>,
     ) {
-        let (store, writer) = reflector::store::<Node>();
-        let ours = self.keys.prefix();
-        let nodes = watcher(Api::<Node>::all(client)).modify(move |n| strip(n, &ours));
-        let events = reflect(writer, nodes).boxed();
-        self.drive(events, store, sink, status, kick, shutdown)
-            .await;
+        let events = watcher(Api::<Node>::all(client)).boxed();
+        self.drive(events, sink, status, kick, shutdown).await;
     }
 
     async fn drive(
         self,
         mut events: futures::stream::BoxStream<'static, Result<Event<Node>, watcher::Error>>,
-        store: Store<Node>,
         sink: Arc<dyn PeerSink>,
         status: Arc<SyncStatus>,
         kick: Arc<Notify>,
@@ -166,6 +163,9 @@ impl RemoteSync {
         let mut resync = (!self.resync.is_zero())
             .then(|| tokio::time::interval_at(Instant::now() + self.resync, self.resync));
         let mut last_skipped: Vec<Skipped> = Vec::new();
+        // The nodes by name, and the next generation while a (re)list is under way.
+        let mut store: HashMap<String, RemoteNode> = HashMap::new();
+        let mut listing: Option<HashMap<String, RemoteNode>> = None;
         loop {
             let far = Instant::now() + Duration::from_secs(3600);
             let wake = due.unwrap_or(far);
@@ -174,19 +174,38 @@ impl RemoteSync {
                 _ = &mut shutdown => return,
                 ev = events.next() => match ev {
                     None => return,
+                    Some(Ok(Event::Init)) => listing = Some(HashMap::new()),
+                    Some(Ok(Event::InitApply(n))) => {
+                        let n = RemoteNode::from_node(&n, &self.keys);
+                        listing.get_or_insert_with(HashMap::new).insert(n.name.clone(), n);
+                    }
                     Some(Ok(Event::InitDone)) => {
+                        store = listing.take().unwrap_or_default();
                         if !listed {
-                            tracing::info!(cluster = %self.cluster, device = %self.device, nodes = store.state().len(), "remote nodes listed");
+                            tracing::info!(cluster = %self.cluster, device = %self.device, nodes = store.len(), "remote nodes listed");
                         }
                         listed = true;
                         due = Some(Instant::now());
                     }
-                    Some(Ok(Event::Apply(_) | Event::Delete(_))) if listed => {
-                        // At once after a quiet spell; else with the next gathered apply.
-                        let earliest = last_apply.map_or_else(Instant::now, |t| t + DEBOUNCE);
-                        due.get_or_insert_with(|| earliest.max(Instant::now()));
+                    Some(Ok(ev @ (Event::Apply(_) | Event::Delete(_)))) => {
+                        let changed = match ev {
+                            Event::Apply(n) => {
+                                let n = RemoteNode::from_node(&n, &self.keys);
+                                let same = store.get(&n.name) == Some(&n);
+                                if !same {
+                                    store.insert(n.name.clone(), n);
+                                }
+                                !same
+                            }
+                            Event::Delete(n) => store.remove(n.metadata.name.as_deref().unwrap_or_default()).is_some(),
+                            _ => false,
+                        };
+                        if listed && changed {
+                            // At once after a quiet spell; else with the next gathered apply.
+                            let earliest = last_apply.map_or_else(Instant::now, |t| t + DEBOUNCE);
+                            due.get_or_insert_with(|| earliest.max(Instant::now()));
+                        }
                     }
-                    Some(Ok(_)) => {}
                     Some(Err(e)) => {
                         let counter = match &e {
                             watcher::Error::InitialListFailed(_) => &status.list_failures,
@@ -208,8 +227,7 @@ impl RemoteSync {
                 _ = sleep_until(wake), if due.is_some() => {
                     due = None;
                     last_apply = Some(Instant::now());
-                    let nodes = store.state();
-                    let (peers, skipped) = desired_peers(nodes.iter().map(|n| &**n), &self.keys, &self.pod_subnet, self.own_key);
+                    let (peers, skipped) = desired_peers_of(store.values(), &self.pod_subnet, self.own_key);
                     for s in skipped.iter().filter(|s| !last_skipped.contains(s)) {
                         tracing::warn!(cluster = %self.cluster, device = %self.device, node = %s.node, reason = %s.reason, "skipping node");
                         status.skipped_total[s.reason.kind().index()].fetch_add(1, Relaxed);
@@ -253,27 +271,6 @@ impl RemoteSync {
                 }
             }
         }
-    }
-}
-
-/// Drops what the agent does not use from a remote Node before it is cached: only the
-/// name, uid, creation time, the annotations under `ours` and the pod CIDRs stay.
-pub fn strip(node: &mut Node, ours: &str) {
-    let meta = &mut node.metadata;
-    meta.managed_fields = None;
-    meta.labels = None;
-    meta.owner_references = None;
-    meta.finalizers = None;
-    if let Some(ann) = &mut meta.annotations {
-        ann.retain(|k, _| k.starts_with(ours));
-    }
-    node.status = None;
-    if let Some(spec) = &mut node.spec {
-        *spec = k8s_openapi::api::core::v1::NodeSpec {
-            pod_cidr: spec.pod_cidr.take(),
-            pod_cidrs: spec.pod_cidrs.take(),
-            ..Default::default()
-        };
     }
 }
 

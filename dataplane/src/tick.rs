@@ -17,7 +17,7 @@ use std::time::Duration;
 use boringtun::noise::TunnResult;
 use boringtun::noise::errors::WireGuardError;
 
-use crate::batch::Batch;
+use crate::batch::{BATCH_SIZE, Batch};
 use crate::datapath::DataPath;
 use crate::io::UdpIo;
 use crate::peers::{Path, PeerTable};
@@ -32,7 +32,9 @@ const SOURCE_RECHECK_MS: u64 = 10_000;
 
 /// Runs until the task is aborted (the tunnel is dropped).
 pub(crate) async fn run<S: UdpIo>(data: Arc<DataPath<S>>) {
-    let mut out = Batch::new();
+    // Handshake and keepalive messages only (at most 148 bytes): a packed batch of small
+    // slots, not 128 full-size ones.
+    let mut out = Batch::packed_with(BATCH_SIZE, BATCH_SIZE * 256, 256);
     let mut last_reset = tokio::time::Instant::now();
     loop {
         tokio::select! {

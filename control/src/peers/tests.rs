@@ -311,20 +311,3 @@ fn every_skip_kind_has_its_own_label() {
     assert_eq!(labels.len(), SkipKind::COUNT);
     assert!(labels.contains("pod_cidr_conflict") && labels.contains("own_public_key"));
 }
-
-#[test]
-fn stripping_keeps_only_what_is_used() {
-    let mut n = created(
-        node("n", Some(KEY_A), Some("1.1.1.1:1"), Some("10.4.1.0/24")),
-        1,
-    );
-    n.metadata.labels = Some([("l".to_string(), "v".to_string())].into());
-    n.status = Some(Default::default());
-    crate::sync::strip(&mut n, &keys().prefix());
-    let ann = n.metadata.annotations.as_ref().unwrap();
-    assert_eq!(ann.len(), 2, "{ann:?}");
-    assert!(n.metadata.labels.is_none() && n.status.is_none());
-    assert!(n.metadata.creation_timestamp.is_some());
-    let (peers, _) = desired_peers([&n], &keys(), &subnet(), None);
-    assert_eq!(peers.len(), 1, "a stripped node is still a peer");
-}

@@ -6,7 +6,7 @@
 //! survives a power loss.
 
 use std::fs;
-use std::io::Write as _;
+use std::io::{BufWriter, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
@@ -14,6 +14,15 @@ use anyhow::Context as _;
 
 /// Replaces `path` with `bytes`, atomically and durably, mode 0600.
 pub fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    write_private_with(path, |w| w.write_all(bytes))
+}
+
+/// Replaces `path` with what `write` writes (through a buffer, so a large file is never
+/// held in memory whole), atomically and durably, mode 0600.
+pub fn write_private_with(
+    path: &Path,
+    write: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
+) -> anyhow::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let name = path
         .file_name()
@@ -22,16 +31,17 @@ pub fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
     // A leftover of a crashed earlier run of this same process id.
     let _ = fs::remove_file(&tmp);
-    let mut f = fs::OpenOptions::new()
+    let f = fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o600)
         .custom_flags(libc::O_NOFOLLOW)
         .open(&tmp)
         .with_context(|| format!("creating {}", tmp.display()))?;
-    let written = f
-        .write_all(bytes)
-        .and_then(|()| f.sync_all())
+    let mut w = BufWriter::new(f);
+    let written = write(&mut w)
+        .and_then(|()| w.into_inner().map_err(|e| e.into_error()))
+        .and_then(|f| f.sync_all())
         .with_context(|| format!("writing {}", tmp.display()))
         .and_then(|()| {
             fs::rename(&tmp, path).with_context(|| format!("renaming to {}", path.display()))

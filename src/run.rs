@@ -141,6 +141,20 @@ pub async fn run(config: ClustersConfig, opts: RunOptions) -> anyhow::Result<()>
         stopped(stop_rx.clone()),
     )));
 
+    // What a scrape, a `wg show` or a watch page freed goes back to the kernel within
+    // TRIM_PERIOD, not at the allocator's leisure (see `sys.rs`).
+    let trim_stop = stopped(stop_rx.clone());
+    tasks.push(tokio::spawn(async move {
+        let mut tick = tokio::time::interval(TRIM_PERIOD);
+        let mut stop = std::pin::pin!(trim_stop);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => crate::sys::release_free_memory(),
+                () = &mut stop => return,
+            }
+        }
+    }));
+
     let reason = tokio::select! {
         _ = term.recv() => "SIGTERM",
         _ = int.recv() => "SIGINT",
@@ -156,6 +170,9 @@ pub async fn run(config: ClustersConfig, opts: RunOptions) -> anyhow::Result<()>
     let _ = tokio::time::timeout(Duration::from_secs(5), http).await;
     Ok(())
 }
+
+/// How often freed heap memory is handed back to the kernel.
+const TRIM_PERIOD: Duration = Duration::from_secs(10);
 
 /// Keeps `<podSubnet> dev <device> scope link` in place: checked every 5 s, and at once
 /// when the tunnel is (re)built.

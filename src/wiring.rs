@@ -12,7 +12,9 @@ use control::claims::Claims;
 use control::peers::DesiredPeer;
 use control::sync::{ApplyError, PeerSink};
 use dataplane::{Key, PeerConfig};
-use serde_json::{Value, json};
+use serde::Serialize;
+use serde::ser::{SerializeMap as _, Serializer};
+use serde_json::Value;
 
 use crate::state::RemoteState;
 
@@ -71,6 +73,10 @@ impl PeerSink for TunnelSink {
                 }
             }
         }
+        drop(saved);
+        if peers.len() >= TRIM_AFTER_PEERS {
+            crate::sys::release_free_memory();
+        }
         Ok(())
     }
 
@@ -107,18 +113,45 @@ fn held_peers(
 
 /// Writes `peers` as JSON, whole or not at all (see `files.rs`).
 pub fn save_peers(path: &Path, peers: &[PeerConfig]) -> anyhow::Result<()> {
-    let list: Vec<Value> = peers
-        .iter()
-        .map(|p| {
-            json!({
-                "publicKey": p.public_key.to_base64(),
-                "endpoint": p.endpoint.map(|e| e.to_string()),
-                "allowedIPs": p.allowed_ips.iter().map(|n| n.to_string()).collect::<Vec<_>>(),
-                "persistentKeepalive": p.persistent_keepalive,
-            })
-        })
-        .collect();
-    crate::files::write_private(path, &serde_json::to_vec_pretty(&list)?)
+    crate::files::write_private_with(path, |w| {
+        serde_json::to_writer_pretty(w, &SavedPeers(peers)).map_err(std::io::Error::from)
+    })
+}
+
+/// An apply of at least this many peers hands the memory it freed back to the kernel.
+const TRIM_AFTER_PEERS: usize = 1000;
+
+/// The saved form of a peer set, serialized straight into the file (`load_peers` reads
+/// it back): one entry per peer with its key, endpoint, allowed IPs and keepalive.
+struct SavedPeers<'a>(&'a [PeerConfig]);
+
+impl Serialize for SavedPeers<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.0.iter().map(SavedPeer))
+    }
+}
+
+struct SavedPeer<'a>(&'a PeerConfig);
+
+impl Serialize for SavedPeer<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let p = self.0;
+        let mut m = s.serialize_map(Some(4))?;
+        m.serialize_entry("publicKey", &p.public_key.to_base64())?;
+        m.serialize_entry("endpoint", &p.endpoint.map(|e| e.to_string()))?;
+        m.serialize_entry("allowedIPs", &Displayed(p.allowed_ips.as_slice()))?;
+        m.serialize_entry("persistentKeepalive", &p.persistent_keepalive)?;
+        m.end()
+    }
+}
+
+/// A list serialized as the strings its items display as.
+struct Displayed<'a, T>(&'a [T]);
+
+impl<T: std::fmt::Display> Serialize for Displayed<'_, T> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.0.iter().map(|x| x.to_string()))
+    }
 }
 
 /// Reads a saved peer set; a missing file is an empty set. An entry that does not parse

@@ -201,3 +201,51 @@ async fn watches_resume_within_seconds_of_the_api_answering_again() {
     let _ = stop_tx.send(());
     task.await.unwrap();
 }
+
+#[tokio::test]
+async fn a_large_remote_is_listed_in_pages_and_applied_whole() {
+    let (s, tok) = server("t").await;
+    let n = 250u32;
+    for i in 0..n {
+        let mut k = [0u8; 32];
+        k[..4].copy_from_slice(&i.to_le_bytes());
+        k[31] = 1;
+        use base64::Engine as _;
+        s.upsert_node(advertised(
+            &format!("n{i:03}"),
+            &format!("192.168.{}.{}", i / 250, i % 250 + 1),
+            &format!("10.4.{}.{}/32", i / 256, i % 256),
+            &base64::engine::general_purpose::STANDARD.encode(k),
+        ));
+    }
+    let client = control::remote::remote_client(&token_access(&s, &tok), &RequestCounts::default())
+        .await
+        .unwrap();
+    let sink = Arc::new(Recorder::default());
+    let status = Arc::new(SyncStatus::default());
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(sync(Duration::ZERO).run(
+        client,
+        sink.clone() as Arc<dyn PeerSink>,
+        Arc::clone(&status),
+        async {
+            let _ = stop_rx.await;
+        },
+    ));
+    eventually("all nodes", || {
+        sink.last_nodes().is_some_and(|v| v.len() == n as usize)
+    })
+    .await;
+    // One apply for the whole list, after its last page: never a partial set.
+    assert_eq!(sink.0.lock().unwrap().len(), 1);
+    let lists: Vec<String> = s
+        .requests()
+        .into_iter()
+        .filter(|r| r.contains("/api/v1/nodes?") && !r.contains("watch=true"))
+        .collect();
+    assert_eq!(lists.len(), 3, "{lists:?}");
+    assert!(lists.iter().all(|r| r.contains("limit=100")), "{lists:?}");
+    assert_eq!(lists.iter().filter(|r| r.contains("continue=")).count(), 2);
+    let _ = stop_tx.send(());
+    task.await.unwrap();
+}

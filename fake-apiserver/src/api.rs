@@ -15,7 +15,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::selector::Selector;
-use crate::shared::Shared;
+use crate::shared::{Shared, lock};
 use crate::status::{ApiError, expired_event, json_response};
 use crate::store::WatchStart;
 use crate::watch::{WatchRequest, event_stream, line};
@@ -32,8 +32,8 @@ pub(crate) fn routes() -> Router<Arc<Shared>> {
         )
 }
 
-/// Query parameters of `GET /api/v1/nodes`. `limit`, `continue` and
-/// `resourceVersionMatch` are accepted and ignored: everything is one page.
+/// Query parameters of `GET /api/v1/nodes`. `resourceVersionMatch` is accepted and
+/// ignored; `limit` and `continue` page (see `pages.rs`).
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct CollectionQuery {
@@ -44,6 +44,9 @@ struct CollectionQuery {
     label_selector: Option<String>,
     field_selector: Option<String>,
     send_initial_events: Option<String>,
+    limit: Option<String>,
+    #[serde(rename = "continue")]
+    continue_token: Option<String>,
 }
 
 fn is_true(value: Option<&str>) -> bool {
@@ -66,19 +69,37 @@ async fn list_or_watch(
     if is_true(query.watch.as_deref()) {
         return watch(&shared, &query, selector);
     }
-    let store = shared.store();
-    let nodes: Vec<Node> = store
-        .list()
-        .into_iter()
-        .filter(|n| selector.matches(n))
-        .collect();
+    let limit = match query.limit.as_deref() {
+        None | Some("" | "0") => usize::MAX,
+        Some(l) => l
+            .parse::<usize>()
+            .map_err(|_| ApiError::BadRequest(format!("invalid limit: {l:?}")))?,
+    };
+    let page = match query.continue_token.as_deref().filter(|t| !t.is_empty()) {
+        Some(token) => lock(&shared.pages).next(token, limit)?,
+        None => {
+            let store = shared.store();
+            let nodes: Vec<Node> = store
+                .list()
+                .into_iter()
+                .filter(|n| selector.matches(n))
+                .collect();
+            let rv = store.rv();
+            drop(store);
+            lock(&shared.pages).first(nodes, rv, limit)
+        }
+    };
+    let mut metadata = json!({ "resourceVersion": page.rv.to_string() });
+    if let Some(next) = page.next {
+        metadata["continue"] = next.into();
+        metadata["remainingItemCount"] = page.remaining.into();
+    }
     let body = json!({
         "apiVersion": "v1",
         "kind": "NodeList",
-        "metadata": { "resourceVersion": store.rv().to_string() },
-        "items": nodes,
+        "metadata": metadata,
+        "items": page.items,
     });
-    drop(store);
     Ok(json_response(StatusCode::OK, &body))
 }
 

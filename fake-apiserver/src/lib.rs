@@ -12,7 +12,8 @@
 //!
 //! * `GET /api/v1/nodes`: `NodeList` with the current resourceVersion; label
 //!   selectors (`k=v`, `k!=v`, `k`, `!k`, `k in (…)`, `k notin (…)`) and the
-//!   `metadata.name` field selector. `limit`/`continue` are ignored: one page.
+//!   `metadata.name` field selector; `limit` and `continue` page through one
+//!   snapshot (a token whose snapshot is gone gets 410 `Expired`).
 //! * `GET /api/v1/nodes?watch=true`: newline-delimited JSON events, resumable
 //!   from any resourceVersion still in the retained history (older ones get a
 //!   single `ERROR` event with a 410 `Expired` `Status`, like the real
@@ -44,6 +45,7 @@ mod admin;
 mod api;
 mod discovery;
 mod merge_patch;
+mod pages;
 mod selector;
 mod server;
 mod shared;

@@ -14,6 +14,7 @@ use tokio::task::JoinHandle;
 
 use crate::Options;
 use crate::shared::{Faults, Shared, lock};
+use crate::pages::Pages;
 use crate::store::Store;
 use crate::{admin, api, discovery};
 
@@ -33,6 +34,7 @@ pub async fn start(addr: SocketAddr, opts: Options) -> std::io::Result<FakeApiSe
     let addr = listener.local_addr()?;
     let shared = Arc::new(Shared {
         store: Mutex::new(Store::new(opts.history)),
+        pages: Mutex::new(Pages::default()),
         token: Mutex::new(opts.token),
         faults: Mutex::new(Faults::default()),
         requests: Mutex::new(Vec::new()),

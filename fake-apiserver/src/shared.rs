@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
+use crate::pages::Pages;
 use crate::store::Store;
 
 /// Locks a mutex, ignoring poisoning (a panicking test thread must not wedge the server).
@@ -24,6 +25,8 @@ pub(crate) struct Faults {
 /// State shared by the handlers and the control handle.
 pub(crate) struct Shared {
     pub store: Mutex<Store>,
+    /// Snapshots of paged lists.
+    pub pages: Mutex<Pages>,
     pub token: Mutex<Option<String>>,
     pub faults: Mutex<Faults>,
     pub requests: Mutex<Vec<String>>,

@@ -29,6 +29,9 @@ pub enum ApiError {
     /// 409: optimistic-concurrency failure on update.
     #[error("{0}")]
     Conflict(String),
+    /// 410: a `continue` token whose list snapshot is gone.
+    #[error("{0}")]
+    Expired(String),
     /// 415: a patch type this double does not implement.
     #[error("{0}")]
     UnsupportedMediaType(String),
@@ -54,6 +57,7 @@ impl ApiError {
             ApiError::NotFound(_) => 404,
             ApiError::MethodNotAllowed => 405,
             ApiError::AlreadyExists(_) | ApiError::Conflict(_) => 409,
+            ApiError::Expired(_) => 410,
             ApiError::UnsupportedMediaType(_) => 415,
             ApiError::Invalid(_) => 422,
             ApiError::Injected(code) => *code,

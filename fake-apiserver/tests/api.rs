@@ -102,6 +102,45 @@ async fn list_get_and_patch() {
 }
 
 #[tokio::test]
+async fn paged_lists_come_from_one_snapshot() {
+    let nodes: Vec<Node> = (0..5).map(|i| node(&format!("n{i}"), &[])).collect();
+    let server = server(&nodes).await;
+    let api = nodes_api(&server);
+    let first = api.list(&ListParams::default().limit(2)).await.unwrap();
+    let names = |l: &kube::core::ObjectList<Node>| -> Vec<String> {
+        l.items.iter().map(|n| n.name_any()).collect()
+    };
+    assert_eq!(names(&first), ["n0", "n1"]);
+    assert_eq!(first.metadata.remaining_item_count, Some(3));
+    let rv = first.metadata.resource_version.clone();
+    // A change between pages is not in the list (the watch from its version brings it).
+    api.delete("n3", &DeleteParams::default()).await.unwrap();
+    let mut seen = names(&first);
+    let mut token = first.metadata.continue_.clone();
+    while let Some(t) = token {
+        let page = api
+            .list(&ListParams::default().limit(2).continue_token(&t))
+            .await
+            .unwrap();
+        assert_eq!(page.metadata.resource_version, rv);
+        seen.extend(names(&page));
+        token = page.metadata.continue_.clone();
+    }
+    assert_eq!(seen, ["n0", "n1", "n2", "n3", "n4"]);
+    // A fresh list sees the deletion; a bad token is a 400.
+    let all = api.list(&ListParams::default().limit(10)).await.unwrap();
+    assert_eq!(names(&all), ["n0", "n1", "n2", "n4"]);
+    assert!(all.metadata.continue_.is_none());
+    let bad = api
+        .list(&ListParams::default().limit(2).continue_token("nonsense"))
+        .await
+        .unwrap_err();
+    assert!(matches!(bad, kube::Error::Api(ref e) if e.code == 400), "{bad}");
+    // The requests carried the limit (what a watcher's page size turns into).
+    assert!(server.requests().iter().any(|r| r.contains("limit=2")));
+}
+
+#[tokio::test]
 async fn create_replace_delete() {
     let server = server(&[]).await;
     let api = nodes_api(&server);

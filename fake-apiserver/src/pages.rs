@@ -59,17 +59,13 @@ impl Pages {
             .split_once(':')
             .and_then(|(id, off)| Some((id.parse::<u64>().ok()?, off.parse::<usize>().ok()?)))
             .ok_or_else(|| ApiError::BadRequest(format!("invalid continue token: {token:?}")))?;
-        let (_, rv, snapshot) = self
-            .kept
-            .iter()
-            .find(|(i, _, _)| *i == id)
-            .ok_or_else(|| {
-                ApiError::Expired(
-                    "The provided continue parameter is too old to display a consistent list \
+        let (_, rv, snapshot) = self.kept.iter().find(|(i, _, _)| *i == id).ok_or_else(|| {
+            ApiError::Expired(
+                "The provided continue parameter is too old to display a consistent list \
                      result. You can start a new list without the continue parameter."
-                        .into(),
-                )
-            })?;
+                    .into(),
+            )
+        })?;
         Ok(Self::page(snapshot, id, *rv, offset, limit))
     }
 
@@ -134,6 +130,9 @@ mod tests {
             pages.first(nodes(3), 2, 1);
         }
         assert!(matches!(pages.next(&token, 1), Err(ApiError::Expired(_))));
-        assert!(matches!(pages.next("junk", 1), Err(ApiError::BadRequest(_))));
+        assert!(matches!(
+            pages.next("junk", 1),
+            Err(ApiError::BadRequest(_))
+        ));
     }
 }

@@ -13,8 +13,8 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::Options;
-use crate::shared::{Faults, Shared, lock};
 use crate::pages::Pages;
+use crate::shared::{Faults, Shared, lock};
 use crate::store::Store;
 use crate::{admin, api, discovery};
 

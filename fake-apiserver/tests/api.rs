@@ -135,7 +135,10 @@ async fn paged_lists_come_from_one_snapshot() {
         .list(&ListParams::default().limit(2).continue_token("nonsense"))
         .await
         .unwrap_err();
-    assert!(matches!(bad, kube::Error::Api(ref e) if e.code == 400), "{bad}");
+    assert!(
+        matches!(bad, kube::Error::Api(ref e) if e.code == 400),
+        "{bad}"
+    );
     // The requests carried the limit (what a watcher's page size turns into).
     assert!(server.requests().iter().any(|r| r.contains("limit=2")));
 }

@@ -65,6 +65,12 @@ pub struct RunArgs {
     )]
     pub wg_key_path: PathBuf,
 
+    /// After handing the tunnels to a successor (an upgrade in place), stay idle until
+    /// SIGTERM instead of exiting at once: in a pod, an exit would make the kubelet
+    /// restart the old container, which would take the tunnels back.
+    #[arg(long, env = "SWG_WAIT_AFTER_HANDOVER")]
+    pub wait_after_handover: bool,
+
     #[command(flatten)]
     pub log: LogArgs,
 }

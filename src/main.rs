@@ -14,6 +14,7 @@ mod standalone;
 mod state;
 #[allow(unsafe_code)]
 mod sys;
+mod takeover;
 mod wiring;
 
 use std::process::ExitCode;
@@ -122,7 +123,8 @@ fn run_mode(args: cli::RunArgs) -> ExitCode {
     } else {
         args.listen_address
     };
-    let opts = run::RunOptions::new(required.node_name, listen, args.wg_key_path);
+    let mut opts = run::RunOptions::new(required.node_name, listen, args.wg_key_path);
+    opts.wait_after_handover = args.wait_after_handover;
     match rt.block_on(run::run(config, opts)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -403,7 +403,22 @@ impl Collector for Metrics {
                 }
                 Ok(())
             },
-        )
+        )?;
+        let t = &self.0.takeover;
+        let gauge = enc.encode_descriptor(
+            "semaphore_wg_took_over",
+            "1 when this agent started by taking the interfaces of a running one over (an upgrade in place).",
+            None,
+            Gauge,
+        )?;
+        ConstGauge::new(i64::from(t.took_over.load(Relaxed))).encode(gauge)?;
+        let counter = enc.encode_descriptor(
+            "semaphore_wg_takeover_failures",
+            "Successors that tried to take this agent's interfaces over and failed; this agent served on.",
+            None,
+            Counter,
+        )?;
+        ConstCounter::new(t.failures.load(Relaxed)).encode(counter)
     }
 }
 

@@ -15,18 +15,44 @@ use control::config::RemoteCluster;
 use control::netlink::Netlink;
 use dataplane::tun::TunDevice;
 use dataplane::uapi::UapiServer;
-use dataplane::udp::SystemUdp;
-use dataplane::{PrivateKey, Tunnel, TunnelConfig};
+use dataplane::udp::InheritedUdp;
+use dataplane::{PeerConfig, PrivateKey, Tunnel, TunnelConfig};
+use tokio::sync::mpsc;
 
 use crate::run::{RunOptions, stopped};
 use crate::state::RemoteState;
+use crate::takeover::{Handed, HandoverRequest, Outcome};
 use crate::wiring::load_peers;
 
 /// A remote's running pieces; dropping them releases the port and the socket (the
 /// device, being persistent, stays).
 pub struct Running {
-    pub tunnel: Tunnel<SystemUdp>,
+    pub tunnel: Tunnel<InheritedUdp>,
     _uapi: Option<UapiServer>,
+}
+
+impl Running {
+    /// Stops the tunnel for a successor (see `takeover.rs`): one copy of what it hands
+    /// over for the successor, one to take back if the successor fails.
+    fn release(self) -> anyhow::Result<(Handed, Handed)> {
+        drop(self._uapi);
+        let released = self.tunnel.release();
+        let socket = released
+            .socket
+            .context("the UDP socket cannot be handed over")?;
+        let keep = socket.as_ref().map(|s| s.try_clone()).transpose()?;
+        let peers = released.config.peers;
+        Ok((
+            Handed {
+                peers: peers.clone(),
+                socket,
+            },
+            Handed {
+                peers,
+                socket: keep,
+            },
+        ))
+    }
 }
 
 /// `<dir>/<device>.peers.json`.
@@ -35,7 +61,10 @@ pub fn peers_file(dir: &Path, device: &str) -> PathBuf {
 }
 
 /// Keeps the tunnel of `remote` up until `stop`: brings it up (retrying with backoff),
-/// and rebuilds it whenever its packet path stops.
+/// rebuilds it whenever its packet path stops, and hands it to a successor that asks
+/// (`takeover`), taking it back if the successor fails. `initial`: already brought up
+/// (taken over from the agent before us).
+#[allow(clippy::too_many_arguments)]
 pub async fn supervise(
     remote: RemoteCluster,
     key: PrivateKey,
@@ -43,23 +72,49 @@ pub async fn supervise(
     opts: Arc<RunOptions>,
     netlink: Netlink,
     stop: tokio::sync::watch::Receiver<bool>,
+    initial: Option<Running>,
+    mut takeover: mpsc::Receiver<HandoverRequest>,
 ) {
     let device = remote.device_name();
     let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(30)).jittered();
     let mut stop_fut = std::pin::pin!(stopped(stop));
+    let mut next = initial.map(Ok);
+    let mut take_back: Option<Handed> = None;
     loop {
-        match bring_up(&remote, &key, &opts, &netlink).await {
+        let attempt = match next.take() {
+            Some(r) => r,
+            None => bring_up(&remote, &key, &opts, &netlink, take_back.take()).await,
+        };
+        match attempt {
             Ok(running) => {
                 backoff.reset();
                 rs.set_up(running.tunnel.device());
                 tokio::select! {
                     _ = &mut stop_fut => return,
-                    _ = running.tunnel.stopped() => {}
+                    _ = running.tunnel.stopped() => {
+                        tracing::error!(cluster = %remote.name, device = %device, "the tunnel's packet path stopped (was the device deleted?); rebuilding it");
+                        rs.set_down("the packet path stopped".into());
+                        // Release the port and the UAPI socket before binding them again.
+                        drop(running);
+                    }
+                    Some(req) = takeover.recv() => {
+                        rs.set_down("handed over to a successor".into());
+                        let (give, keep) = match running.release() {
+                            Ok(pair) => pair,
+                            Err(e) => {
+                                tracing::error!(cluster = %remote.name, device = %device, error = %format!("{e:#}"), "cannot hand the tunnel over; rebuilding it");
+                                let _ = req.reply.send(None);
+                                continue;
+                            }
+                        };
+                        let _ = req.reply.send(Some(give));
+                        if req.outcome.await == Ok(Outcome::Exit) {
+                            return;
+                        }
+                        tracing::warn!(cluster = %remote.name, device = %device, "the successor failed; taking the tunnel back");
+                        take_back = Some(keep);
+                    }
                 }
-                tracing::error!(cluster = %remote.name, device = %device, "the tunnel's packet path stopped (was the device deleted?); rebuilding it");
-                rs.set_down("the packet path stopped".into());
-                // Release the port and the UAPI socket before binding them again.
-                drop(running);
             }
             Err(e) => {
                 let delay = backoff.next_delay();
@@ -69,6 +124,13 @@ pub async fn supervise(
                 tokio::select! {
                     _ = &mut stop_fut => return,
                     _ = tokio::time::sleep(delay) => {}
+                    Some(req) = takeover.recv() => {
+                        // Nothing to hand over: the successor brings it up itself.
+                        let _ = req.reply.send(None);
+                        if req.outcome.await == Ok(Outcome::Exit) {
+                            return;
+                        }
+                    }
                 }
             }
         }
@@ -76,11 +138,15 @@ pub async fn supervise(
 }
 
 /// Device (reattached if it survived a restart) with the last known peers, tunnel, UAPI.
-async fn bring_up(
+/// `handed`: the peers and UDP socket of the tunnel this one continues (taken over from
+/// the agent before us, or taken back from a successor that failed); a handshake with
+/// every peer starts at once, as the sessions did not come along.
+pub async fn bring_up(
     remote: &RemoteCluster,
     key: &PrivateKey,
     opts: &RunOptions,
     netlink: &Netlink,
+    handed: Option<Handed>,
 ) -> anyhow::Result<Running> {
     let device = remote.device_name();
     if netlink.remove_foreign_link(&device).await? {
@@ -88,17 +154,10 @@ async fn bring_up(
     }
     let tun = TunDevice::create_persistent(&device, remote.mtu, true)
         .with_context(|| format!("creating the TUN device {device}"))?;
-    let restored = match load_peers(&peers_file(&opts.key_dir, &device)) {
-        Ok((peers, warnings)) => {
-            for w in warnings {
-                tracing::warn!(cluster = %remote.name, device = %device, "saved peer set: {w}");
-            }
-            peers
-        }
-        Err(e) => {
-            tracing::warn!(cluster = %remote.name, device = %device, error = %format!("{e:#}"), "ignoring the saved peer set");
-            Vec::new()
-        }
+    let continued = handed.is_some();
+    let (restored, socket) = match handed {
+        Some(h) => (h.peers, h.socket),
+        None => (saved_peers(remote, &opts.key_dir, &device), None),
     };
     let n = restored.len();
     let config = TunnelConfig {
@@ -107,10 +166,12 @@ async fn bring_up(
         fwmark: 0,
         peers: restored,
     };
-    let tunnel = match Tunnel::spawn(&device, tun, SystemUdp, config.clone()) {
+    let binder = InheritedUdp::new(socket).context("adopting the handed-over UDP socket")?;
+    let tunnel = match Tunnel::spawn(&device, tun, binder, config.clone()) {
         Ok(t) => t,
         Err(dataplane::Error::Config(e))
             if n > 0
+                && !continued
                 && !matches!(
                     e,
                     dataplane::ConfigError::PortInUse { .. } | dataplane::ConfigError::Bind { .. }
@@ -121,7 +182,7 @@ async fn bring_up(
             Tunnel::spawn(
                 &device,
                 tun,
-                SystemUdp,
+                InheritedUdp::default(),
                 TunnelConfig {
                     peers: Vec::new(),
                     ..config
@@ -130,8 +191,11 @@ async fn bring_up(
         }
         Err(e) => return Err(e).with_context(|| format!("starting the tunnel on {device}")),
     };
+    if continued {
+        tunnel.handshake_now();
+    }
     tracing::info!(cluster = %remote.name, device = %device, port = tunnel.listen_port(), restored_peers = n,
-        public_key = %key.public_key(), "device up");
+        continued, public_key = %key.public_key(), "device up");
     let uapi = match UapiServer::bind(&opts.socket_dir, tunnel.device()).await {
         Ok(u) => Some(u),
         Err(e) => {
@@ -143,4 +207,20 @@ async fn bring_up(
         tunnel,
         _uapi: uapi,
     })
+}
+
+/// The peer set saved by the last run, or none (a file that cannot be read is logged).
+fn saved_peers(remote: &RemoteCluster, key_dir: &Path, device: &str) -> Vec<PeerConfig> {
+    match load_peers(&peers_file(key_dir, device)) {
+        Ok((peers, warnings)) => {
+            for w in warnings {
+                tracing::warn!(cluster = %remote.name, device = %device, "saved peer set: {w}");
+            }
+            peers
+        }
+        Err(e) => {
+            tracing::warn!(cluster = %remote.name, device = %device, error = %format!("{e:#}"), "ignoring the saved peer set");
+            Vec::new()
+        }
+    }
 }

@@ -19,9 +19,10 @@ use control::peers::AnnotationKeys;
 use control::sync::RemoteSync;
 use dataplane::uapi::SOCKET_DIR;
 use tokio::signal::unix::{SignalKind, signal};
-use tokio::sync::watch;
+use tokio::sync::{Notify, mpsc, watch};
 
-use crate::state::{AppState, RemoteState};
+use crate::http::HttpServer;
+use crate::state::{AppState, RemoteState, TakeoverStatus};
 use crate::wiring::TunnelSink;
 
 /// Everything run mode needs besides the config.
@@ -30,6 +31,8 @@ pub struct RunOptions {
     pub listen_address: String,
     pub key_dir: PathBuf,
     pub socket_dir: PathBuf,
+    /// After a handover, wait for SIGTERM instead of exiting (in a pod).
+    pub wait_after_handover: bool,
 }
 
 impl RunOptions {
@@ -39,6 +42,7 @@ impl RunOptions {
             listen_address,
             key_dir,
             socket_dir: PathBuf::from(SOCKET_DIR),
+            wait_after_handover: false,
         }
     }
 }
@@ -64,22 +68,36 @@ pub async fn run(config: ClustersConfig, opts: RunOptions) -> anyhow::Result<()>
             .await
             .context("cannot create the local cluster client")?;
 
+    // A running agent (an upgrade's surge pod starts beside it) hands its interfaces
+    // over; failing half-way here leaves it serving.
+    let takeover_path = crate::takeover::socket_path(&opts.key_dir);
+    let devices = config.remotes.iter().map(|r| r.device_name()).collect();
+    let mut inherited = crate::takeover::take_over(&takeover_path, devices)
+        .await
+        .context("taking over from the running agent")?;
+
     let remotes: Vec<Arc<RemoteState>> = config
         .remotes
         .iter()
         .map(|r| Arc::new(RemoteState::new(&r.name, &r.device_name())))
         .collect();
     let advert_status = Arc::new(AdvertStatus::default());
+    let takeover_status = Arc::new(TakeoverStatus::default());
     let app = Arc::new(AppState {
         remotes: remotes.clone(),
         advert: Arc::clone(&advert_status),
         kube_requests: kube_requests.clone(),
+        takeover: Arc::clone(&takeover_status),
     });
-    let listen = crate::http::parse_listen(&opts.listen_address)?;
-    let http = crate::http::serve(listen, Arc::clone(&app), stopped(stop_rx.clone())).await?;
+    let handed_http = inherited.as_mut().and_then(|i| i.http.take());
+    let http = match start_http(&opts.listen_address, handed_http, &app) {
+        Ok(h) => Arc::new(h),
+        Err(e) => return Err(fail_takeover(inherited, e).await),
+    };
 
     let mut adverts = Vec::new();
     let mut tasks = Vec::new();
+    let mut supervisors = Vec::new();
     for (remote, rs) in config.remotes.iter().zip(&remotes) {
         let device = remote.device_name();
         let key = match crate::keys::load_or_create(&opts.key_dir, &device) {
@@ -96,6 +114,23 @@ pub async fn run(config: ClustersConfig, opts: RunOptions) -> anyhow::Result<()>
             public_key: key.public_key().to_base64(),
             port: remote.listen_port,
         });
+        // A tunnel handed over is brought up here, before anything else runs: if it
+        // cannot be, the takeover fails and the old agent takes it back.
+        let handed = inherited.as_mut().and_then(|i| i.devices.remove(&device));
+        let initial = match handed {
+            Some(h) => {
+                match crate::remote::bring_up(remote, &key, &opts, &netlink, Some(h)).await {
+                    Ok(r) => Some(r),
+                    Err(e) => {
+                        let e = e.context(format!("bringing the handed-over {device} up"));
+                        return Err(fail_takeover(inherited, e).await);
+                    }
+                }
+            }
+            None => None,
+        };
+        let (takeover_tx, takeover_rx) = mpsc::channel(1);
+        supervisors.push((device.clone(), takeover_tx));
         tasks.push(tokio::spawn(crate::remote::supervise(
             remote.clone(),
             key.clone(),
@@ -103,6 +138,8 @@ pub async fn run(config: ClustersConfig, opts: RunOptions) -> anyhow::Result<()>
             Arc::clone(&opts),
             netlink.clone(),
             stop_rx.clone(),
+            initial,
+            takeover_rx,
         )));
         tasks.push(tokio::spawn(keep_route(
             netlink.clone(),
@@ -132,6 +169,27 @@ pub async fn run(config: ClustersConfig, opts: RunOptions) -> anyhow::Result<()>
             stop_rx.clone(),
         )));
     }
+    if let Some(i) = inherited {
+        let pid = i.pid();
+        i.done()
+            .await
+            .context("telling the old agent that we serve")?;
+        takeover_status.taken_over();
+        tracing::info!(old_pid = pid, "took over; the old agent exits");
+    }
+    let handed_over = Arc::new(Notify::new());
+    match dataplane::takeover::Listener::bind(&takeover_path) {
+        Ok(listener) => tasks.push(tokio::spawn(crate::takeover::serve(
+            listener,
+            supervisors,
+            Arc::clone(&http),
+            takeover_status,
+            Arc::clone(&handed_over),
+        ))),
+        Err(e) => {
+            tracing::warn!(socket = %takeover_path.display(), error = %e, "no takeover socket: an upgrade will restart the tunnels instead of handing them over")
+        }
+    }
     let (_adverts_tx, adverts_rx) = watch::channel(adverts);
     tasks.push(tokio::spawn(advertise::run(
         local,
@@ -155,20 +213,60 @@ pub async fn run(config: ClustersConfig, opts: RunOptions) -> anyhow::Result<()>
         }
     }));
 
-    let reason = tokio::select! {
-        _ = term.recv() => "SIGTERM",
-        _ = int.recv() => "SIGINT",
+    let handed = tokio::select! {
+        _ = term.recv() => false,
+        _ = int.recv() => false,
+        _ = handed_over.notified() => true,
     };
-    tracing::info!(
-        reason,
-        "shutting down; devices, routes, keys and annotations stay for the next start"
-    );
+    if handed {
+        tracing::info!("a successor serves now; stopping");
+    } else {
+        tracing::info!(
+            "shutting down; devices, routes, keys and annotations stay for the next start"
+        );
+    }
     let _ = stop_tx.send(true);
     for t in tasks {
         let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
     }
-    let _ = tokio::time::timeout(Duration::from_secs(5), http).await;
+    http.stop().await;
+    // Every descriptor goes now (the listener too), so that a restarted successor can
+    // bind the port again.
+    drop(http);
+    if handed && opts.wait_after_handover {
+        tracing::info!("handed over; idle until SIGTERM (the old pod's deletion)");
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+    }
     Ok(())
+}
+
+/// Serves HTTP on the listener handed over, or on a new one.
+fn start_http(
+    address: &str,
+    handed: Option<std::os::fd::OwnedFd>,
+    app: &Arc<AppState>,
+) -> anyhow::Result<HttpServer> {
+    let listener = match handed {
+        Some(fd) => std::net::TcpListener::from(fd),
+        None => crate::http::bind(crate::http::parse_listen(address)?)?,
+    };
+    HttpServer::start(listener, Arc::clone(app))
+}
+
+/// Tells the old agent (if any) that the takeover failed, so that it serves on; returns
+/// the error for the caller to exit with.
+async fn fail_takeover(
+    inherited: Option<crate::takeover::Inherited>,
+    e: anyhow::Error,
+) -> anyhow::Error {
+    if let Some(i) = inherited {
+        i.failed(&format!("{e:#}")).await;
+        return e.context("the takeover failed; the running agent serves on");
+    }
+    e
 }
 
 /// How often freed heap memory is handed back to the kernel.

@@ -1,7 +1,7 @@
 //! What the HTTP endpoints read: per remote, whether it is up (and why not), its tunnel
 //! while it runs, its route and its sync status.
 
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -120,6 +120,26 @@ pub struct AppState {
     pub advert: Arc<AdvertStatus>,
     /// Kubernetes API requests of every client.
     pub kube_requests: RequestCounts,
+    pub takeover: Arc<TakeoverStatus>,
+}
+
+/// Upgrades in place (see `takeover.rs`), for metrics.
+#[derive(Debug, Default)]
+pub struct TakeoverStatus {
+    /// This agent started by taking over a running one.
+    pub took_over: AtomicBool,
+    /// Successors that connected and failed; this agent served on.
+    pub failures: AtomicU64,
+}
+
+impl TakeoverStatus {
+    pub fn taken_over(&self) {
+        self.took_over.store(true, Relaxed);
+    }
+
+    pub fn failed(&self) {
+        self.failures.fetch_add(1, Relaxed);
+    }
 }
 
 impl AppState {
@@ -185,6 +205,7 @@ mod tests {
             remotes: vec![Arc::clone(remote)],
             advert: Arc::new(AdvertStatus::default()),
             kube_requests: RequestCounts::default(),
+            takeover: Arc::default(),
         }
     }
 

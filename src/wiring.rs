@@ -118,6 +118,20 @@ pub fn save_peers(path: &Path, peers: &[PeerConfig]) -> anyhow::Result<()> {
     })
 }
 
+/// A peer set as JSON in the saved form (what a successor receives, see `takeover.rs`).
+pub fn peers_to_json(peers: &[PeerConfig]) -> Value {
+    serde_json::to_value(SavedPeers(peers)).unwrap_or_default()
+}
+
+/// Reads back [`peers_to_json`]; unlike a saved file, any bad entry is an error.
+pub fn peers_from_json(v: &Value) -> anyhow::Result<Vec<PeerConfig>> {
+    let list = v.as_array().context("not a list of peers")?;
+    list.iter()
+        .enumerate()
+        .map(|(i, p)| peer_entry(p).with_context(|| format!("peer entry {i}")))
+        .collect()
+}
+
 /// An apply of at least this many peers hands the memory it freed back to the kernel.
 const TRIM_AFTER_PEERS: usize = 1000;
 
@@ -212,6 +226,21 @@ mod tests {
         assert_eq!(load_peers(&path).unwrap(), (peers, vec![]));
         std::fs::remove_file(&path).unwrap();
         assert!(load_peers(&path).unwrap().0.is_empty());
+    }
+
+    #[test]
+    fn handed_over_peers_keep_every_field() {
+        let mut a = PeerConfig::new(Key([7; 32]));
+        a.endpoint = Some("192.168.1.2:51820".parse().unwrap());
+        a.allowed_ips = vec![dataplane::config::parse_prefix("10.4.1.0/24").unwrap()];
+        a.persistent_keepalive = Some(0);
+        let mut b = PeerConfig::new(Key([8; 32]));
+        b.persistent_keepalive = None;
+        let peers = vec![a, b];
+        assert_eq!(peers_from_json(&peers_to_json(&peers)).unwrap(), peers);
+        let bad = serde_json::json!([{"publicKey": "x"}]);
+        let e = peers_from_json(&bad).unwrap_err();
+        assert!(format!("{e:#}").contains("peer entry 0"), "{e:#}");
     }
 
     #[test]

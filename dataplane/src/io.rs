@@ -8,7 +8,7 @@
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::os::fd::BorrowedFd;
+use std::os::fd::{BorrowedFd, OwnedFd};
 
 use crate::batch::Batch;
 
@@ -31,6 +31,12 @@ pub trait TunIo: Send + Sync + 'static {
 pub trait UdpIo: Send + Sync + 'static {
     /// The bound port.
     fn local_port(&self) -> u16;
+
+    /// Another descriptor of the socket, for a successor process (see `takeover.rs`).
+    /// Transports that are not kernel sockets cannot be handed over.
+    fn duplicate_fd(&self) -> io::Result<OwnedFd> {
+        Err(io::ErrorKind::Unsupported.into())
+    }
 
     /// Changes `SO_MARK` (0 clears it).
     fn set_fwmark(&self, mark: u32) -> io::Result<()>;

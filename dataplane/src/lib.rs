@@ -36,6 +36,7 @@ mod route;
 pub mod stats;
 mod status;
 mod sys;
+pub mod takeover;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 mod tick;
@@ -53,4 +54,4 @@ pub use error::{ConfigError, Error};
 pub use key::{Key, PrivateKey};
 pub use stats::{DeviceCounters, DropReason, Traffic};
 pub use status::{Device, DeviceStatus, PeerStatus};
-pub use tunnel::Tunnel;
+pub use tunnel::{Released, Tunnel};

@@ -1,5 +1,6 @@
-//! The crate's only `unsafe`: socket options that socket2 does not wrap, and a one-off `poll(2)`
-//! (a send waiting for room; the packet threads' own waits are `wake::Waiter`).
+//! The crate's only `unsafe`: socket options that socket2 does not wrap, a one-off `poll(2)`
+//! (a send waiting for room; the packet threads' own waits are `wake::Waiter`), and owning
+//! the descriptors a takeover message brings.
 #![allow(unsafe_code)]
 
 use std::io;
@@ -105,4 +106,13 @@ pub(crate) fn wait(
         .enumerate()
         .filter(|(_, p)| p.revents != 0)
         .fold(0, |mask, (i, _)| mask | 1 << i))
+}
+
+/// Takes ownership of a descriptor the kernel just installed in our table for a received
+/// `SCM_RIGHTS` message (see `takeover.rs`).
+pub(crate) fn own_received_fd(fd: std::os::fd::RawFd) -> std::os::fd::OwnedFd {
+    use std::os::fd::FromRawFd as _;
+    // SAFETY: `recvmsg` just created this descriptor for us; nothing else in the process
+    // knows its number, so this is its one owner and it is closed exactly once.
+    unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) }
 }

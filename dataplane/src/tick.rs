@@ -69,13 +69,21 @@ pub(crate) async fn run<S: UdpIo>(data: Arc<DataPath<S>>) {
                 }
                 peer.source_checked(path, keep, now_ms + SOURCE_RECHECK_MS);
             }
-            if out.capacity() - out.len() < 2 {
+            if out.capacity() - out.len() < 3 {
                 flush(&data, &table, &*socket, &mut out);
             }
             let path = peer.path();
             let endpoint = path.endpoint;
             let mut tunn = peer.tunn();
             let mut sent = false;
+            if peer.timers.handshake_requested()
+                && let (Some(ep), Some(slot)) = (endpoint, out.next_slot())
+                && let TunnResult::WriteToNetwork(p) = tunn.format_handshake_initiation(slot, false)
+            {
+                let n = p.len();
+                out.commit_path(n, ep, path.source, 0, pos as u32);
+                sent = true;
+            }
             if let Some(slot) = out.next_slot() {
                 match tunn.update_timers(slot) {
                     TunnResult::WriteToNetwork(p) => {

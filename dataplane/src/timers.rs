@@ -42,6 +42,9 @@ pub(crate) struct PeerTimers {
     awaiting_confirmation: AtomicU64,
     /// Set when boringtun gave up an unanswered handshake: no persistent keepalives.
     gave_up: AtomicBool,
+    /// A handshake was asked for (a successor took the interface over without the
+    /// sessions): the tick initiates one.
+    handshake_now: AtomicBool,
 }
 
 /// No session index.
@@ -57,7 +60,19 @@ impl PeerTimers {
             last_handshake: Mutex::new(last_handshake),
             awaiting_confirmation: AtomicU64::new(NONE),
             gave_up: AtomicBool::new(false),
+            handshake_now: AtomicBool::new(false),
         }
+    }
+
+    /// A handshake is wanted now, whether or not data waits (see `Tunnel::handshake_now`).
+    pub(crate) fn on_handshake_requested(&self) {
+        self.handshake_now.store(true, Relaxed);
+        self.resume();
+    }
+
+    /// For the tick: consumes a pending handshake request.
+    pub(crate) fn handshake_requested(&self) -> bool {
+        self.handshake_now.load(Relaxed) && self.handshake_now.swap(false, Relaxed)
     }
 
     /// An authenticated packet was sent to or received from the peer (a data message, a

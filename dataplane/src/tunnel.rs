@@ -145,6 +145,16 @@ impl<B: UdpBinder> Device for Control<B> {
     }
 }
 
+/// What [`Tunnel::release`] hands to a successor.
+#[derive(Debug)]
+pub struct Released {
+    /// The configuration, with live endpoints and the bound port.
+    pub config: TunnelConfig,
+    /// The UDP socket (none when unbound; an error when the transport cannot be handed
+    /// over).
+    pub socket: io::Result<Option<std::os::fd::OwnedFd>>,
+}
+
 /// A running WireGuard interface. Dropping it stops its threads and its timer task.
 pub struct Tunnel<B: UdpBinder> {
     control: Arc<Control<B>>,
@@ -238,6 +248,44 @@ impl<B: UdpBinder> Tunnel<B> {
     /// The bound UDP port (0 when unbound).
     pub fn listen_port(&self) -> u16 {
         self.data.socket().map_or(0, |s| s.local_port())
+    }
+
+    /// Asks every peer with an endpoint for a handshake at the next tick (at once), data
+    /// or not: a successor that took the interface over starts without sessions, and a
+    /// peer that only receives would otherwise keep sending in a session nobody holds.
+    pub fn handshake_now(&self) {
+        for peer in &self.data.table().peers {
+            peer.timers.on_handshake_requested();
+        }
+        self.data.tick_now.notify_one();
+    }
+
+    /// Stops the packet paths and the tick, closing this process's TUN descriptor, and
+    /// returns what a successor needs to carry on: the configuration with the endpoints
+    /// peers roamed to and the bound port, and another descriptor of the UDP socket (the
+    /// port stays bound, and datagrams queue in it, while that descriptor is open).
+    pub fn release(self) -> Released {
+        let status = self.status();
+        let mut config = self.config();
+        let live: std::collections::HashMap<Key, std::net::SocketAddr> = status
+            .peers
+            .iter()
+            .filter_map(|p| Some((p.public_key, p.endpoint?)))
+            .collect();
+        for peer in &mut config.peers {
+            if let Some(ep) = live.get(&peer.public_key) {
+                peer.endpoint = Some(*ep);
+            }
+        }
+        let socket = self.data.socket().map(|s| s.duplicate_fd());
+        if status.listen_port != 0 {
+            config.listen_port = status.listen_port;
+        }
+        drop(self);
+        Released {
+            config,
+            socket: socket.transpose(),
+        }
     }
 
     /// Resolves when a packet path stops on its own (for example the TUN device was

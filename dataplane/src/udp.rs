@@ -3,7 +3,7 @@
 
 use std::io::{self, IoSliceMut};
 use std::net::{IpAddr, Ipv6Addr, SocketAddr, SocketAddrV6};
-use std::os::fd::{AsFd, BorrowedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering::Relaxed};
 use std::time::Duration;
 
@@ -39,32 +39,90 @@ impl UdpBinder for SystemUdp {
             }
             Err(_) => bind_v4(port)?,
         };
-        if fwmark != 0 {
-            sock.set_mark(fwmark)?;
-        }
-        sock.set_nonblocking(true)?;
-        let sock: std::net::UdpSocket = sock.into();
-        let state = UdpSocketState::new((&sock).into())?;
-        crate::sys::allow_fragmentation(sock.as_fd(), dual)?;
-        // With CAP_NET_ADMIN the buffers may exceed net.core.*mem_max; otherwise ask for
-        // what the sysctl allows.
-        if crate::sys::force_buffers(sock.as_fd(), SOCKET_BUFFER).is_err() {
-            let _ = state.set_recv_buffer_size((&sock).into(), SOCKET_BUFFER);
-            let _ = state.set_send_buffer_size((&sock).into(), SOCKET_BUFFER);
-        }
-        let port = sock.local_addr()?.port();
-        let gso = AtomicBool::new(state.max_gso_segments() > 1);
-        Ok(UdpSocket {
-            sock,
-            state,
-            port,
-            dual,
-            gso,
-            gso_max_segment: AtomicUsize::new(usize::MAX),
-            fwmark: AtomicU32::new(fwmark),
-            probe: RouteProbe::default(),
-            quiet: AtomicBool::new(true),
+        finish(sock, dual, fwmark)
+    }
+}
+
+/// Sets a bound socket up for the packet paths: mark, non-blocking, fragmentation, buffers.
+fn finish(sock: Socket, dual: bool, fwmark: u32) -> io::Result<UdpSocket> {
+    if fwmark != 0 {
+        sock.set_mark(fwmark)?;
+    }
+    sock.set_nonblocking(true)?;
+    let sock: std::net::UdpSocket = sock.into();
+    let state = UdpSocketState::new((&sock).into())?;
+    crate::sys::allow_fragmentation(sock.as_fd(), dual)?;
+    // With CAP_NET_ADMIN the buffers may exceed net.core.*mem_max; otherwise ask for
+    // what the sysctl allows.
+    if crate::sys::force_buffers(sock.as_fd(), SOCKET_BUFFER).is_err() {
+        let _ = state.set_recv_buffer_size((&sock).into(), SOCKET_BUFFER);
+        let _ = state.set_send_buffer_size((&sock).into(), SOCKET_BUFFER);
+    }
+    let port = sock.local_addr()?.port();
+    let gso = AtomicBool::new(state.max_gso_segments() > 1);
+    Ok(UdpSocket {
+        sock,
+        state,
+        port,
+        dual,
+        gso,
+        gso_max_segment: AtomicUsize::new(usize::MAX),
+        fwmark: AtomicU32::new(fwmark),
+        probe: RouteProbe::default(),
+        quiet: AtomicBool::new(true),
+    })
+}
+
+/// Binds like [`SystemUdp`], except that a socket handed over by the process this one
+/// takes over from (see `takeover.rs`) is used for its port instead of a new bind: the
+/// port never closes, and datagrams queued in it are read by the successor.
+#[derive(Debug, Default)]
+pub struct InheritedUdp {
+    held: std::sync::Mutex<Option<UdpSocket>>,
+}
+
+impl InheritedUdp {
+    /// `fd`: a bound UDP socket (from [`UdpSocket::duplicate`] in the other process).
+    pub fn new(fd: Option<OwnedFd>) -> io::Result<Self> {
+        let held = fd.map(UdpSocket::adopt).transpose()?;
+        Ok(Self {
+            held: std::sync::Mutex::new(held),
         })
+    }
+
+    /// The port of the socket not yet taken, if any.
+    pub fn held_port(&self) -> Option<u16> {
+        self.lock().as_ref().map(|s| s.port)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<UdpSocket>> {
+        self.held.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl std::fmt::Debug for UdpSocket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UdpSocket")
+            .field("port", &self.port)
+            .finish()
+    }
+}
+
+impl UdpBinder for InheritedUdp {
+    type Socket = UdpSocket;
+
+    fn bind(&self, port: u16, fwmark: u32) -> io::Result<UdpSocket> {
+        let held = self.lock().take();
+        match held {
+            Some(sock) if port == 0 || port == sock.port => {
+                if sock.fwmark.load(Relaxed) != fwmark {
+                    sock.set_fwmark(fwmark)?;
+                }
+                Ok(sock)
+            }
+            // Another port was asked for: the handed-over socket closes.
+            _ => SystemUdp.bind(port, fwmark),
+        }
     }
 }
 
@@ -106,6 +164,29 @@ const GSO_MAX_BYTES: usize = 65_000;
 const SEND_WAIT: Duration = Duration::from_millis(100);
 
 impl UdpSocket {
+    /// Another descriptor of this socket, to hand to a successor process: the port stays
+    /// bound while either is open.
+    pub fn duplicate(&self) -> io::Result<OwnedFd> {
+        self.sock.as_fd().try_clone_to_owned()
+    }
+
+    /// Takes over a bound UDP socket that another process handed over.
+    pub fn adopt(fd: OwnedFd) -> io::Result<Self> {
+        let sock = Socket::from(fd);
+        let not_udp = || io::Error::new(io::ErrorKind::InvalidInput, "not a bound UDP socket");
+        if sock.r#type()? != Type::DGRAM {
+            return Err(not_udp());
+        }
+        let local = sock.local_addr()?;
+        let dual = match local.as_socket() {
+            Some(SocketAddr::V6(_)) => !sock.only_v6()?,
+            Some(SocketAddr::V4(_)) => false,
+            None => return Err(not_udp()),
+        };
+        let fwmark = sock.mark().unwrap_or(0);
+        finish(sock, dual, fwmark)
+    }
+
     fn destination(&self, addr: SocketAddr) -> SocketAddr {
         match addr {
             SocketAddr::V4(v4) if self.dual => {
@@ -242,6 +323,10 @@ pub(crate) fn gso_run(batch: &Batch, start: usize, max_segments: usize) -> usize
 impl UdpIo for UdpSocket {
     fn local_port(&self) -> u16 {
         self.port
+    }
+
+    fn duplicate_fd(&self) -> io::Result<OwnedFd> {
+        self.duplicate()
     }
 
     fn set_fwmark(&self, mark: u32) -> io::Result<()> {

@@ -109,8 +109,7 @@ fn binding_a_taken_port_fails_with_addr_in_use() {
     let a = SystemUdp.bind(0, 0).unwrap();
     let e = SystemUdp
         .bind(a.local_port(), 0)
-        .err()
-        .expect("the port is taken");
+        .expect_err("the port is taken");
     assert_eq!(e.kind(), std::io::ErrorKind::AddrInUse);
 }
 

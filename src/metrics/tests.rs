@@ -40,7 +40,10 @@ async fn exposition_has_the_original_series() {
         remotes: vec![remote],
         advert: Arc::new(AdvertStatus::default()),
         kube_requests: RequestCounts::default(),
+        takeover: Arc::default(),
     });
+    state.takeover.taken_over();
+    state.takeover.failed();
     let text = render(&registry(state));
     let pk = sk.public_key().to_base64();
     let peer = peer.to_base64();
@@ -48,6 +51,8 @@ async fn exposition_has_the_original_series() {
         "# TYPE semaphore_wg_sync_peers counter".to_string(),
         r#"semaphore_wg_sync_peers_total{device="wireguard.gcp",success="1"} 3"#.into(),
         r#"semaphore_wg_sync_peers_total{device="wireguard.gcp",success="0"} 0"#.into(),
+        "semaphore_wg_took_over 1".into(),
+        "semaphore_wg_takeover_failures_total 1".into(),
         r#"semaphore_wg_sync_queue_full_failures_total{device="wireguard.gcp"} 0"#.into(),
         r#"semaphore_wg_sync_requeue_total{device="wireguard.gcp"} 0"#.into(),
         r#"semaphore_wg_node_watcher_failures_total{cluster="gcp",verb="list"} 1"#.into(),

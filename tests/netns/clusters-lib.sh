@@ -101,14 +101,17 @@ in_node() {
     ip netns exec "$(node_ns "$n")" unshare -m sh -c 'mount --bind "$0" /var/run/wireguard && exec "$@"' "$TMP/$n/run" "$@"
 }
 
-# start_agent NODE: the real binary in run mode.
+# start_agent NODE [no-tun]: the real binary in run mode ("no-tun": in a mount namespace
+# where /dev/net/tun is /dev/null, so that it cannot open a TUN device), with the
+# variables in AGENT_ENV ("NAME=value ...") if set.
 start_agent() {
-    local n=$1
+    local n=$1 hide=/dev/null
+    [ "${2:-}" = no-tun ] && hide=/dev/net/tun
     mkdir -p "$TMP/$n/run" "$TMP/$n/keys"
     agent_config "$n" >"$TMP/$n/config.json"
     # Not through in_node: $! must be the agent itself (each step execs the next).
-    ip netns exec "$(node_ns "$n")" unshare -m sh -c 'mount --bind "$0" /var/run/wireguard && exec "$@"' "$TMP/$n/run" \
-        env SWG_NODE_NAME="$n" "$SWG_BIN" -clusters-config "$TMP/$n/config.json" \
+    ip netns exec "$(node_ns "$n")" unshare -m sh -c 'mount --bind "$0" /var/run/wireguard && mount --bind /dev/null "$1" && shift && exec "$@"' "$TMP/$n/run" "$hide" \
+        env SWG_NODE_NAME="$n" ${AGENT_ENV:-} "$SWG_BIN" -clusters-config "$TMP/$n/config.json" \
         -wg-key-path "$TMP/$n/keys" -listen-address 127.0.0.1:7773 -log-level debug >>"$TMP/$n/agent.log" 2>&1 &
     _pids+=("$!")
     eval "AGENT_PID_$n=$!"

@@ -27,6 +27,24 @@ pub trait TunIo: Send + Sync + 'static {
     fn send_batch(&self, batch: &mut Batch) -> usize;
 }
 
+/// A shared TUN device (a process that may hand its interface over keeps a handle).
+impl<T: TunIo> TunIo for std::sync::Arc<T> {
+    #[inline]
+    fn readiness(&self) -> BorrowedFd<'_> {
+        (**self).readiness()
+    }
+
+    #[inline]
+    fn recv_batch(&self, batch: &mut Batch) -> io::Result<bool> {
+        (**self).recv_batch(batch)
+    }
+
+    #[inline]
+    fn send_batch(&self, batch: &mut Batch) -> usize {
+        (**self).send_batch(batch)
+    }
+}
+
 /// The outer side: one bound UDP socket carrying WireGuard messages.
 pub trait UdpIo: Send + Sync + 'static {
     /// The bound port.

@@ -116,3 +116,17 @@ pub(crate) fn own_received_fd(fd: std::os::fd::RawFd) -> std::os::fd::OwnedFd {
     // knows its number, so this is its one owner and it is closed exactly once.
     unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) }
 }
+
+/// `TUNSETPERSIST`: a persistent TUN device outlives the descriptors attached to it.
+pub(crate) fn set_tun_persist(fd: BorrowedFd<'_>, on: bool) -> io::Result<()> {
+    // _IOW('T', 203, int); the argument is the value itself, not a pointer to it.
+    const TUNSETPERSIST: libc::c_ulong = 0x4004_54cb;
+    // SAFETY: `fd` is a live TUN descriptor for the duration of the borrow, and
+    // TUNSETPERSIST reads its argument as an integer; no memory is passed.
+    let rc = unsafe { libc::ioctl(fd.as_raw_fd(), TUNSETPERSIST as _, libc::c_ulong::from(on)) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}

@@ -73,6 +73,12 @@ impl TunDevice {
         Self::open_with(name, mtu, up, persist, false)
     }
 
+    /// Makes the device outlive this process (on), or go with it (off). A process that
+    /// hands its interface to a successor makes it persistent while neither holds it.
+    pub fn set_persistent(&self, on: bool) -> io::Result<()> {
+        crate::sys::set_tun_persist(self.dev.as_fd(), on)
+    }
+
     /// True when the device runs with `IFF_VNET_HDR` and segmentation offload.
     pub fn offload(&self) -> bool {
         self.offload

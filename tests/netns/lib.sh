@@ -118,6 +118,18 @@ pair() {
     ip -n "$NS_B" link set "$IF_B" up
 }
 
+# Of a `ping` output: how many were not answered, and (with -D) the longest time between
+# two replies, in ms.
+lost() { awk '/packets transmitted/ {print $1 - $4}' "$1"; }
+# The longest time between two replies, in ms.
+longest_gap() {
+    python3 - "$1" <<'PY'
+import re, sys
+ts = [float(m.group(1)) for m in re.finditer(r"^\[(\d+\.\d+)\].*bytes from", open(sys.argv[1]).read(), re.M)]
+print(round(max((b - a for a, b in zip(ts, ts[1:])), default=0) * 1000))
+PY
+}
+
 # ping_ok NS DEST: a few pings, all answered.
 ping_ok() {
     local ns=$1 dst=$2

@@ -168,3 +168,42 @@ CONF
     done
     fail "interface or process left after wg-quick down"
 }
+
+# A second `tunnel` process for a running interface takes it over: the old one exits 0,
+# a peer of another implementation (wireguard-go) pinging every 10 ms loses at most 2,
+# and the interface keeps its key, port, peers, addresses and routes. It then goes with
+# its new process, as before.
+test_a_second_tunnel_process_takes_the_interface_over() {
+    pair ours wggo 4
+    ping_ok "$NS_A" "$IB4"
+    ip -n "$NS_A" route add 10.232.0.0/16 dev "$IF_A"
+    local key port old new rc
+    key=$(ip netns exec "$NS_A" wg show "$IF_A" public-key)
+    port=$(ip netns exec "$NS_A" wg show "$IF_A" listen-port)
+    old=${_pid_of[$IF_A]}
+    ip netns exec "$NS_B" ping -D -i 0.01 -c 300 -W 1 "$IA4" >"$TMP/ping.txt" 2>&1 &
+    local pinger=$!
+    sleep 0.8
+    ip netns exec "$NS_A" "$SWG_BIN" tunnel -f --log-level debug "$IF_A" >"$TMP/$IF_A-successor.log" 2>&1 &
+    new=$!
+    _pids+=("$new")
+    for _ in $(seq 100); do kill -0 "$old" 2>/dev/null || break; sleep 0.1; done
+    kill -0 "$old" 2>/dev/null && fail "the old process still runs"
+    wait "$old"
+    rc=$?
+    [ "$rc" = 0 ] || fail "the old process exited with $rc"
+    wait "$pinger"
+    log "takeover under wireguard-go's pings: $(lost "$TMP/ping.txt") of 300 lost, longest gap $(longest_gap "$TMP/ping.txt") ms"
+    [ "$(lost "$TMP/ping.txt")" -le 2 ] || fail "$(lost "$TMP/ping.txt") pings lost"
+    grep -q "took the interface over" "$TMP/$IF_A-successor.log" || fail "no takeover in the successor's log"
+    [ "$(ip netns exec "$NS_A" wg show "$IF_A" public-key)" = "$key" ] || fail "the key changed"
+    [ "$(ip netns exec "$NS_A" wg show "$IF_A" listen-port)" = "$port" ] || fail "the port changed"
+    [ "$(ip netns exec "$NS_A" wg show "$IF_A" peers)" = "$KEY_B" ] || fail "the peer is gone"
+    ip -n "$NS_A" addr show "$IF_A" | grep -q "$IA4/24" || fail "the address is gone"
+    ip -n "$NS_A" route show 10.232.0.0/16 | grep -q "$IF_A" || fail "the route is gone"
+    ping_ok "$NS_A" "$IB4"
+    kill "$new"
+    wait "$new"
+    for _ in $(seq 20); do ip -n "$NS_A" link show "$IF_A" >/dev/null 2>&1 || return 0; sleep 0.1; done
+    fail "$IF_A outlived its new process"
+}

@@ -5,15 +5,6 @@
 # ping_burst NODE PEER COUNT OUT: COUNT pings 10 ms apart from NODE's pod to PEER's pod,
 # each reply time-stamped (-D), into OUT.
 ping_burst() { ip netns exec "$(pod_ns "$1")" ping -D -i 0.01 -c "$3" -W 1 "$(pod_ip "$2")" >"$4" 2>&1; }
-lost() { awk '/packets transmitted/ {print $1 - $4}' "$1"; }
-# The longest time between two replies, in ms.
-longest_gap() {
-    python3 - "$1" <<'PY'
-import re, sys
-ts = [float(m.group(1)) for m in re.finditer(r"^\[(\d+\.\d+)\].*bytes from", open(sys.argv[1]).read(), re.M)]
-print(round(max((b - a for a, b in zip(ts, ts[1:])), default=0) * 1000))
-PY
-}
 metric() { http_get "$1" /metrics | awk -v m="$2" 'index($0, m) == 1 {print $NF}'; }
 pod_ping() { ip netns exec "$(pod_ns "$1")" ping -c 1 -W 2 "$(pod_ip "$2")" >/dev/null 2>&1; }
 

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 use ip_network::IpNetwork;
 
-use super::command::{AllowedIpChange, SetRequest};
+use super::command::{AllowedIpChange, EINVAL, PeerSet, SetRequest, UapiError};
 use crate::config::{PeerConfig, TunnelConfig};
 use crate::key::{Key, PrivateKey};
 
@@ -64,6 +64,48 @@ pub fn merge_set(config: &mut TunnelConfig, req: &SetRequest) {
         }
     }
     config.peers = work.into_peers();
+}
+
+/// The `set=1` request that makes an empty interface carry `config` (what a successor
+/// process receives in a takeover; it holds the private key).
+pub fn set_request_for(config: &TunnelConfig) -> SetRequest {
+    SetRequest {
+        private_key: config.private_key.as_ref().map(|k| *k.expose()),
+        listen_port: Some(config.listen_port),
+        fwmark: Some(config.fwmark),
+        replace_peers: true,
+        peers: config
+            .peers
+            .iter()
+            .map(|p| PeerSet {
+                public_key: p.public_key,
+                remove: false,
+                update_only: false,
+                preshared_key: p.preshared_key,
+                endpoint: p.endpoint,
+                persistent_keepalive: Some(p.persistent_keepalive.unwrap_or(0)),
+                allowed_ips: std::iter::once(AllowedIpChange::Clear)
+                    .chain(p.allowed_ips.iter().map(|n| AllowedIpChange::Add(*n)))
+                    .collect(),
+            })
+            .collect(),
+    }
+}
+
+/// Reads back the text of [`set_request_for`] (formatted by `text::format_set`).
+pub fn config_from_set_text(text: &str) -> Result<TunnelConfig, UapiError> {
+    let lines: Vec<&str> = text.lines().take_while(|l| !l.is_empty()).collect();
+    match super::command::parse_request(&lines)? {
+        super::command::Request::Set(req) => {
+            let mut config = TunnelConfig::default();
+            merge_set(&mut config, &req);
+            Ok(config)
+        }
+        super::command::Request::Get => Err(UapiError::new(
+            EINVAL,
+            "a configuration must be a set=1 request",
+        )),
+    }
 }
 
 /// A peer during the merge: its allowed IPs in order, removed ones left as holes.

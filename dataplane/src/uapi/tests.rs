@@ -347,3 +347,26 @@ fn a_setconf_of_130_000_allowed_ips_merges() {
     );
     cfg.validate().unwrap();
 }
+
+#[test]
+fn a_configuration_survives_the_text_a_successor_receives() {
+    let mut a = PeerConfig::new(Key([7; 32]));
+    a.preshared_key = Some(Key([9; 32]));
+    a.endpoint = Some("[fd00::1]:51820".parse().unwrap());
+    a.allowed_ips = vec![
+        parse_prefix("10.0.0.0/24").unwrap(),
+        parse_prefix("fd00:1::/64").unwrap(),
+    ];
+    a.persistent_keepalive = Some(25);
+    let b = PeerConfig::new(Key([8; 32]));
+    let config = TunnelConfig {
+        private_key: Some(PrivateKey::from_bytes([3; 32])),
+        listen_port: 51999,
+        fwmark: 7,
+        peers: vec![a, b],
+    };
+    let text = format_set(&super::merge::set_request_for(&config));
+    assert_eq!(super::merge::config_from_set_text(&text).unwrap(), config);
+    let e = super::merge::config_from_set_text("get=1\n\n").unwrap_err();
+    assert_eq!(e.errno, EINVAL);
+}

@@ -7,6 +7,7 @@ mod http;
 mod keys;
 mod logging;
 mod metrics;
+mod options;
 mod remote;
 mod run;
 mod show;

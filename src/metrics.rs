@@ -1,15 +1,12 @@
 //! `/metrics`: every metric of the Go original (names, types, labels, series initialised
 //! to 0), plus the dataplane's own counters, all read at scrape time.
 
-use std::fmt::{self, Write as _};
+use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
 use std::sync::atomic::Ordering::Relaxed;
-use std::time::UNIX_EPOCH;
 
 use control::peers::SkipKind;
-use dataplane::DropReason;
-use dataplane::{DeviceStatus, PeerStatus};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric, MetricEncoder};
 use prometheus_client::metrics::MetricType;
@@ -17,7 +14,7 @@ use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
 
-use crate::state::{AppState, RemoteState};
+use crate::state::AppState;
 
 /// One series: a label set and its value.
 fn series<L: EncodeLabelSet>(m: &mut MetricEncoder<'_>, labels: &L, value: Value) -> fmt::Result {
@@ -27,34 +24,10 @@ fn series<L: EncodeLabelSet>(m: &mut MetricEncoder<'_>, labels: &L, value: Value
     }
 }
 
-/// A per-peer family: name, help, type and how to read the value.
-type PerPeer = (
-    &'static str,
-    &'static str,
-    MetricType,
-    fn(&PeerStatus) -> Value,
-);
-
 #[derive(Clone, Copy)]
 enum Value {
     Counter(u64),
     Gauge(i64),
-}
-
-/// What one scrape reads of a remote's tunnel: taken once, then streamed family by
-/// family with borrowed labels (a remote of 5 000 peers writes 30 000 series; building
-/// them as owned label vectors first cost more memory than the text).
-struct DeviceSnapshot<'a> {
-    remote: &'a RemoteState,
-    device: Option<(Arc<dyn dataplane::Device>, DeviceStatus, Vec<String>)>,
-}
-
-impl DeviceSnapshot<'_> {
-    fn peers(&self) -> impl Iterator<Item = (&PeerStatus, &str)> {
-        self.device
-            .iter()
-            .flat_map(|(_, status, keys)| status.peers.iter().zip(keys.iter().map(String::as_str)))
-    }
 }
 
 /// Reads the agent's state on every scrape.
@@ -181,184 +154,7 @@ impl Collector for Metrics {
                 Ok(())
             },
         )?;
-        family(
-            e,
-            "semaphore_wg_device_info",
-            "Metadata about a wireguard device.",
-            Gauge,
-            |m| {
-                for s in &snaps {
-                    let Some((_, status, _)) = &s.device else {
-                        continue;
-                    };
-                    if let Some(sk) = &status.private_key {
-                        let pk = sk.public_key().to_base64();
-                        let l = [("device", s.remote.device.as_str()), ("public_key", &pk)];
-                        series(m, &l, G(1))?;
-                    }
-                }
-                Ok(())
-            },
-        )?;
-        family(
-            e,
-            "semaphore_wg_peer_info",
-            "Metadata about a wireguard peer.",
-            Gauge,
-            |m| {
-                let mut ep = String::new();
-                for s in &snaps {
-                    for (p, key) in s.peers() {
-                        ep.clear();
-                        if let Some(a) = p.endpoint {
-                            write!(ep, "{a}")?;
-                        }
-                        let d = s.remote.device.as_str();
-                        let l = [("device", d), ("endpoint", &ep), ("public_key", key)];
-                        series(m, &l, G(1))?;
-                    }
-                }
-                Ok(())
-            },
-        )?;
-        family(
-            e,
-            "semaphore_wg_peer_allowed_ips_info",
-            "An allowed IP of a wireguard peer.",
-            Gauge,
-            |m| {
-                let mut ip = String::new();
-                for s in &snaps {
-                    for (p, key) in s.peers() {
-                        for n in &p.allowed_ips {
-                            ip.clear();
-                            write!(ip, "{n}")?;
-                            let d = s.remote.device.as_str();
-                            let l = [
-                                ("allowed_ips", ip.as_str()),
-                                ("device", d),
-                                ("public_key", key),
-                            ];
-                            series(m, &l, G(1))?;
-                        }
-                    }
-                }
-                Ok(())
-            },
-        )?;
-        let per_peer: [PerPeer; 3] = [
-            (
-                "semaphore_wg_peer_receive_bytes",
-                "Bytes received from a peer.",
-                Counter,
-                |p| C(p.rx_bytes),
-            ),
-            (
-                "semaphore_wg_peer_transmit_bytes",
-                "Bytes sent to a peer.",
-                Counter,
-                |p| C(p.tx_bytes),
-            ),
-            (
-                "semaphore_wg_peer_last_handshake_seconds",
-                "Unix time of the last handshake with a peer (0 = never).",
-                Gauge,
-                |p| {
-                    G(p.last_handshake
-                        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-                        .map_or(0, |d| d.as_secs() as i64))
-                },
-            ),
-        ];
-        for (name, help, kind, value) in per_peer {
-            family(e, name, help, kind, |m| {
-                for s in &snaps {
-                    for (p, key) in s.peers() {
-                        let l = [("device", s.remote.device.as_str()), ("public_key", key)];
-                        series(m, &l, value(p))?;
-                    }
-                }
-                Ok(())
-            })?;
-        }
-        family(
-            e,
-            "semaphore_wg_peers",
-            "Peers configured on a device.",
-            Gauge,
-            |m| {
-                for s in &snaps {
-                    let Some((_, status, _)) = &s.device else {
-                        continue;
-                    };
-                    let l = [("device", s.remote.device.as_str())];
-                    series(m, &l, G(status.peers.len() as i64))?;
-                }
-                Ok(())
-            },
-        )?;
-        family(
-            e,
-            "semaphore_wg_dataplane_drops",
-            "Packets dropped by the userspace dataplane, by reason.",
-            Counter,
-            |m| {
-                for s in &snaps {
-                    let Some((t, _, _)) = &s.device else { continue };
-                    let c = t.counters();
-                    for reason in DropReason::all() {
-                        let l = [
-                            ("device", s.remote.device.as_str()),
-                            ("reason", reason.as_str()),
-                        ];
-                        series(m, &l, C(c.drops(reason)))?;
-                    }
-                }
-                Ok(())
-            },
-        )?;
-        family(
-            e,
-            "semaphore_wg_dataplane_handshakes",
-            "Handshakes completed by the userspace dataplane.",
-            Counter,
-            |m| {
-                for s in &snaps {
-                    let Some((t, _, _)) = &s.device else { continue };
-                    let l = [("device", s.remote.device.as_str())];
-                    series(m, &l, C(t.counters().handshakes()))?;
-                }
-                Ok(())
-            },
-        )?;
-        for (name, help, bytes) in [
-            (
-                "semaphore_wg_dataplane_packets",
-                "WireGuard datagrams on the device's UDP socket.",
-                false,
-            ),
-            (
-                "semaphore_wg_dataplane_bytes",
-                "WireGuard bytes on the device's UDP socket.",
-                true,
-            ),
-        ] {
-            family(e, name, help, Counter, |m| {
-                for s in &snaps {
-                    let Some((t, _, _)) = &s.device else { continue };
-                    let t = t.counters().traffic();
-                    let d = s.remote.device.as_str();
-                    let (rx, tx) = if bytes {
-                        (t.rx_bytes, t.tx_bytes)
-                    } else {
-                        (t.rx_packets, t.tx_packets)
-                    };
-                    series(m, &[("device", d), ("direction", "rx")], C(rx))?;
-                    series(m, &[("device", d), ("direction", "tx")], C(tx))?;
-                }
-                Ok(())
-            })?;
-        }
+        devices::encode(e, &snaps)?;
         family(
             e,
             "semaphore_wg_skipped_nodes",
@@ -444,3 +240,7 @@ pub fn render(registry: &Registry) -> String {
 
 #[cfg(test)]
 mod tests;
+
+mod devices;
+
+pub(crate) use devices::DeviceSnapshot;

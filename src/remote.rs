@@ -19,7 +19,7 @@ use dataplane::udp::InheritedUdp;
 use dataplane::{PeerConfig, PrivateKey, Tunnel, TunnelConfig};
 use tokio::sync::mpsc;
 
-use crate::run::{RunOptions, stopped};
+use crate::options::{RunOptions, stopped};
 use crate::state::RemoteState;
 use crate::takeover::{Handed, HandoverRequest, Outcome};
 use crate::wiring::load_peers;

@@ -5,7 +5,6 @@
 //! SIGTERM/SIGINT the devices (persistent), routes, keys and annotations stay, so a
 //! restart finds them.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
@@ -17,44 +16,13 @@ use control::config::{ClustersConfig, RemoteCluster};
 use control::netlink::Netlink;
 use control::peers::AnnotationKeys;
 use control::sync::RemoteSync;
-use dataplane::uapi::SOCKET_DIR;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{Notify, mpsc, watch};
 
 use crate::http::HttpServer;
+pub use crate::options::{RunOptions, stopped};
 use crate::state::{AppState, RemoteState, TakeoverStatus};
 use crate::wiring::TunnelSink;
-
-/// Everything run mode needs besides the config.
-pub struct RunOptions {
-    pub node_name: String,
-    pub listen_address: String,
-    pub key_dir: PathBuf,
-    pub socket_dir: PathBuf,
-    /// After a handover, wait for SIGTERM instead of exiting (in a pod).
-    pub wait_after_handover: bool,
-}
-
-impl RunOptions {
-    pub fn new(node_name: String, listen_address: String, key_dir: PathBuf) -> Self {
-        Self {
-            node_name,
-            listen_address,
-            key_dir,
-            socket_dir: PathBuf::from(SOCKET_DIR),
-            wait_after_handover: false,
-        }
-    }
-}
-
-/// Resolves when shutdown is signalled.
-pub async fn stopped(mut rx: watch::Receiver<bool>) {
-    while !*rx.borrow_and_update() {
-        if rx.changed().await.is_err() {
-            return;
-        }
-    }
-}
 
 pub async fn run(config: ClustersConfig, opts: RunOptions) -> anyhow::Result<()> {
     let opts = Arc::new(opts);

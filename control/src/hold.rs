@@ -17,8 +17,8 @@ use crate::peers::DesiredPeer;
 /// Removals held only when at least this many would go at once.
 pub const MIN_HELD: usize = 3;
 
-/// Default `massRemovalGracePeriod`.
-pub const DEFAULT_GRACE: Duration = Duration::from_secs(300);
+/// Default `massRemovalGracePeriod` (the config owns it).
+pub use crate::config::DEFAULT_MASS_REMOVAL_GRACE as DEFAULT_GRACE;
 
 /// What one remote's hold decided.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -6,7 +6,30 @@
 use k8s_openapi::api::core::v1::Node;
 use k8s_openapi::jiff::Timestamp;
 
-use crate::peers::AnnotationKeys;
+/// The annotation keys under which a cluster's nodes advertise to `cluster`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AnnotationKeys {
+    /// `<cluster>.wireguard.semaphore.uw.io/pubKey`.
+    pub public_key: String,
+    /// `<cluster>.wireguard.semaphore.uw.io/endpoint`.
+    pub endpoint: String,
+}
+
+impl AnnotationKeys {
+    /// Keys for advertising to (or being advertised to by) `cluster`.
+    pub fn for_cluster(cluster: &str) -> Self {
+        Self {
+            public_key: format!("{cluster}.wireguard.semaphore.uw.io/pubKey"),
+            endpoint: format!("{cluster}.wireguard.semaphore.uw.io/endpoint"),
+        }
+    }
+
+    /// What every key of this cluster starts with: `<cluster>.wireguard.semaphore.uw.io/`.
+    pub fn prefix(&self) -> String {
+        let end = self.public_key.rfind('/').map_or(0, |i| i + 1);
+        self.public_key[..end].to_string()
+    }
+}
 
 /// A remote Node, as far as the agent uses it.
 #[derive(Debug, Clone, PartialEq, Eq)]

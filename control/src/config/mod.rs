@@ -19,6 +19,10 @@ pub use error::ConfigError;
 pub const DEFAULT_MTU: u16 = 1420;
 /// Default UDP listen port of each WireGuard device.
 pub const DEFAULT_LISTEN_PORT: u16 = 51820;
+
+/// Default `massRemovalGracePeriod`: how long removals of more than half of a remote's
+/// peers are held (see `hold.rs`).
+pub const DEFAULT_MASS_REMOVAL_GRACE: std::time::Duration = std::time::Duration::from_secs(300);
 /// Device names are `wireguard.<remote>`.
 pub const DEVICE_PREFIX: &str = "wireguard.";
 /// Linux interface names hold at most 15 bytes.
@@ -264,7 +268,7 @@ fn validate(raw: RawConfig) -> Result<ClustersConfig, ConfigError> {
             })?,
         };
         let mass_removal_grace_period = match &r.mass_removal_grace_period {
-            None | Some(Value::Null) => crate::hold::DEFAULT_GRACE,
+            None | Some(Value::Null) => DEFAULT_MASS_REMOVAL_GRACE,
             Some(v) => duration::from_json(v).map_err(|source| ConfigError::InvalidDuration {
                 field: format!("{at}.massRemovalGracePeriod"),
                 source,

@@ -2,49 +2,27 @@
 //! with socket2 and driven by quinn-udp (`recvmmsg`, GRO where the kernel offers it).
 
 use std::io::{self, IoSliceMut};
-use std::net::{IpAddr, Ipv6Addr, SocketAddr, SocketAddrV6};
+use std::net::{IpAddr, SocketAddr, SocketAddrV6};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering::Relaxed};
 use std::time::Duration;
 
 use quinn_udp::{RecvMeta, Transmit, UdpSocketState};
-use socket2::{Domain, Protocol, Socket, Type};
+use socket2::{Socket, Type};
 
 use crate::batch::Batch;
+mod bind;
+
 use crate::config::{canonical, canonical_ip};
-use crate::io::{UdpBinder, UdpIo};
+use crate::io::UdpIo;
 use crate::route::RouteProbe;
+pub use bind::{InheritedUdp, SystemUdp};
 
 /// Socket buffer size asked for on both directions.
 const SOCKET_BUFFER: usize = 8 << 20;
 
-/// Binds real UDP sockets.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct SystemUdp;
-
-impl UdpBinder for SystemUdp {
-    type Socket = UdpSocket;
-
-    fn bind(&self, port: u16, fwmark: u32) -> io::Result<UdpSocket> {
-        // Dual-stack first; fall back to IPv4 only where IPv6 is disabled.
-        let (sock, dual) = match Socket::new(Domain::IPV6, Type::DGRAM, Some(Protocol::UDP)) {
-            Ok(s) => {
-                s.set_only_v6(false)?;
-                let addr = SocketAddr::V6(SocketAddrV6::new(Ipv6Addr::UNSPECIFIED, port, 0, 0));
-                match s.bind(&addr.into()) {
-                    Ok(()) => (s, true),
-                    Err(e) if e.kind() == io::ErrorKind::AddrNotAvailable => bind_v4(port)?,
-                    Err(e) => return Err(e),
-                }
-            }
-            Err(_) => bind_v4(port)?,
-        };
-        finish(sock, dual, fwmark)
-    }
-}
-
 /// Sets a bound socket up for the packet paths: mark, non-blocking, fragmentation, buffers.
-fn finish(sock: Socket, dual: bool, fwmark: u32) -> io::Result<UdpSocket> {
+pub(crate) fn finish(sock: Socket, dual: bool, fwmark: u32) -> io::Result<UdpSocket> {
     if fwmark != 0 {
         sock.set_mark(fwmark)?;
     }
@@ -73,63 +51,12 @@ fn finish(sock: Socket, dual: bool, fwmark: u32) -> io::Result<UdpSocket> {
     })
 }
 
-/// Binds like [`SystemUdp`], except that a socket handed over by the process this one
-/// takes over from (see `takeover.rs`) is used for its port instead of a new bind: the
-/// port never closes, and datagrams queued in it are read by the successor.
-#[derive(Debug, Default)]
-pub struct InheritedUdp {
-    held: std::sync::Mutex<Option<UdpSocket>>,
-}
-
-impl InheritedUdp {
-    /// `fd`: a bound UDP socket (from [`UdpSocket::duplicate`] in the other process).
-    pub fn new(fd: Option<OwnedFd>) -> io::Result<Self> {
-        let held = fd.map(UdpSocket::adopt).transpose()?;
-        Ok(Self {
-            held: std::sync::Mutex::new(held),
-        })
-    }
-
-    /// The port of the socket not yet taken, if any.
-    pub fn held_port(&self) -> Option<u16> {
-        self.lock().as_ref().map(|s| s.port)
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Option<UdpSocket>> {
-        self.held.lock().unwrap_or_else(|e| e.into_inner())
-    }
-}
-
 impl std::fmt::Debug for UdpSocket {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("UdpSocket")
             .field("port", &self.port)
             .finish()
     }
-}
-
-impl UdpBinder for InheritedUdp {
-    type Socket = UdpSocket;
-
-    fn bind(&self, port: u16, fwmark: u32) -> io::Result<UdpSocket> {
-        let held = self.lock().take();
-        match held {
-            Some(sock) if port == 0 || port == sock.port => {
-                if sock.fwmark.load(Relaxed) != fwmark {
-                    sock.set_fwmark(fwmark)?;
-                }
-                Ok(sock)
-            }
-            // Another port was asked for: the handed-over socket closes.
-            _ => SystemUdp.bind(port, fwmark),
-        }
-    }
-}
-
-fn bind_v4(port: u16) -> io::Result<(Socket, bool)> {
-    let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
-    s.bind(&SocketAddr::from(([0, 0, 0, 0], port)).into())?;
-    Ok((s, false))
 }
 
 /// A bound UDP socket.
@@ -164,6 +91,11 @@ const GSO_MAX_BYTES: usize = 65_000;
 const SEND_WAIT: Duration = Duration::from_millis(100);
 
 impl UdpSocket {
+    /// The `SO_MARK` in effect.
+    pub(crate) fn fwmark(&self) -> u32 {
+        self.fwmark.load(Relaxed)
+    }
+
     /// Another descriptor of this socket, to hand to a successor process: the port stays
     /// bound while either is open.
     pub fn duplicate(&self) -> io::Result<OwnedFd> {

@@ -59,7 +59,7 @@ scripts/check-deploy.sh
 
 section "TUN device tests (root)"
 if [ "$(id -u)" = 0 ]; then
-    cargo test --locked -j2 -p dataplane --test tun_device -- --ignored
+    cargo test --workspace --locked -j2 --test tun_device -- --ignored
 elif [ "${CI:-}" = true ]; then
     echo "CI must run as root for the TUN device tests" >&2
     exit 1
@@ -71,7 +71,7 @@ section "slow in-memory tests (in the background, beside the network namespace t
 # Mostly waiting (boringtun gives up an unanswered handshake after 90 s): run beside the
 # netns tests rather than before them. The binary is run directly so that no cargo lock
 # is held while the netns tests build.
-slow_bin=$(cargo test --locked -j2 -p dataplane --test handshakes --no-run 2>&1 |
+slow_bin=$(cargo test --workspace --locked -j2 --test handshakes --no-run 2>&1 |
     sed -n 's/.*(\(target\/debug\/deps\/handshakes-[0-9a-f]*\)).*/\1/p' | head -1)
 [ -x "$slow_bin" ] || { echo "no handshakes test binary" >&2; exit 1; }
 "$slow_bin" --ignored --exact a_peer_that_never_answers_costs_nothing_after_90_s_and_is_reached_again \

@@ -34,10 +34,10 @@ test_an_upgrade_hands_the_tunnels_over_without_loss() {
     ip netns exec "$(pod_ns gcp1)" iperf3 -s -1 -B "$(pod_ip gcp1)" >"$TMP/iperf-s.log" 2>&1 &
     _pids+=("$!")
     wait_for 5 "iperf3 server" ip netns exec "$(pod_ns gcp1)" sh -c "ss -ltn | grep -q 5201"
-    # The stream is capped (UPGRADE_IPERF_RATE, default 300M) so that on a 2-core machine
+    # The stream is capped (UPGRADE_IPERF_RATE, default 200M) so that on a 2-core machine
     # running four agents it does not starve the agents of CPU: the test is about the
     # takeover. benches/upgrade.sh runs it uncapped on a release build.
-    ip netns exec "$(pod_ns aws1)" timeout 40 iperf3 -c "$(pod_ip gcp1)" -t 14 -i 0.5 -b "${UPGRADE_IPERF_RATE:-300M}" -J >"$TMP/iperf.json" 2>&1 &
+    ip netns exec "$(pod_ns aws1)" timeout 40 iperf3 -c "$(pod_ip gcp1)" -t 14 -i 0.5 -b "${UPGRADE_IPERF_RATE:-200M}" -J >"$TMP/iperf.json" 2>&1 &
     local iperf=$!
     _pids+=("$iperf")
     sleep 1

@@ -55,9 +55,9 @@ impl Running {
     }
 }
 
-/// `<dir>/<device>.peers.json`.
-pub fn peers_file(dir: &Path, device: &str) -> PathBuf {
-    dir.join(format!("{device}.peers.json"))
+/// `<dir>/<stem>.peers.json` (the stem is `wireguard.<remote>`, see `file_stem`).
+pub fn peers_file(dir: &Path, stem: &str) -> PathBuf {
+    dir.join(format!("{stem}.peers.json"))
 }
 
 /// Keeps the tunnel of `remote` up until `stop`: brings it up (retrying with backoff),
@@ -157,7 +157,7 @@ pub async fn bring_up(
     let continued = handed.is_some();
     let (restored, socket) = match handed {
         Some(h) => (h.peers, h.socket),
-        None => (saved_peers(remote, &opts.key_dir, &device), None),
+        None => (saved_peers(remote, &opts.key_dir), None),
     };
     let n = restored.len();
     let config = TunnelConfig {
@@ -210,8 +210,9 @@ pub async fn bring_up(
 }
 
 /// The peer set saved by the last run, or none (a file that cannot be read is logged).
-fn saved_peers(remote: &RemoteCluster, key_dir: &Path, device: &str) -> Vec<PeerConfig> {
-    match load_peers(&peers_file(key_dir, device)) {
+fn saved_peers(remote: &RemoteCluster, key_dir: &Path) -> Vec<PeerConfig> {
+    let device = remote.device_name();
+    match load_peers(&peers_file(key_dir, &remote.file_stem())) {
         Ok((peers, warnings)) => {
             for w in warnings {
                 tracing::warn!(cluster = %remote.name, device = %device, "saved peer set: {w}");

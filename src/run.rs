@@ -68,7 +68,9 @@ pub async fn run(config: ClustersConfig, opts: RunOptions) -> anyhow::Result<()>
     let mut supervisors = Vec::new();
     for (remote, rs) in config.remotes.iter().zip(&remotes) {
         let device = remote.device_name();
-        let key = match crate::keys::load_or_create(&opts.key_dir, &device) {
+        // Files are named after the cluster (`wireguard.<name>`) even when the interface
+        // has its own `wgDeviceName`.
+        let key = match crate::keys::load_or_create(&opts.key_dir, &remote.file_stem()) {
             Ok(k) => k,
             Err(e) => {
                 let reason = format!("{e:#}");
@@ -126,7 +128,7 @@ pub async fn run(config: ClustersConfig, opts: RunOptions) -> anyhow::Result<()>
         };
         let sink = Arc::new(TunnelSink::new(
             Arc::clone(rs),
-            crate::remote::peers_file(&opts.key_dir, &device),
+            crate::remote::peers_file(&opts.key_dir, &remote.file_stem()),
         ));
         tasks.push(tokio::spawn(sync_remote(
             remote.clone(),

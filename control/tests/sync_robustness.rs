@@ -12,6 +12,7 @@ use control::config::parse_cidr;
 use control::http_metrics::RequestCounts;
 use control::peers::AnnotationKeys;
 use control::sync::{PeerSink, RemoteSync, SyncStatus};
+use fake_apiserver::FakeApiServer;
 
 fn key(n: u8) -> String {
     use base64::Engine as _;
@@ -30,10 +31,10 @@ fn sync(grace: Duration) -> RemoteSync {
     }
 }
 
-#[tokio::test]
-async fn most_nodes_vanishing_at_once_is_held_for_the_grace_period() {
-    let (s, tok) = server("t").await;
-    for i in 1..=5u8 {
+/// Nodes n<i> for `ids`, each advertised with key i, endpoint 192.168.0.i and pod CIDR
+/// 10.4.i.0/24.
+fn advertise(s: &FakeApiServer, ids: std::ops::RangeInclusive<u8>) {
+    for i in ids {
         s.upsert_node(advertised(
             &format!("n{i}"),
             &format!("192.168.0.{i}"),
@@ -41,21 +42,54 @@ async fn most_nodes_vanishing_at_once_is_held_for_the_grace_period() {
             &key(i),
         ));
     }
-    let client = control::remote::remote_client(&token_access(&s, &tok), &RequestCounts::default())
-        .await
-        .unwrap();
-    let sink = Arc::new(Recorder::default());
-    let status = Arc::new(SyncStatus::default());
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+}
+
+/// A sync loop against a fake remote, recording what it applies.
+struct Syncing {
+    sink: Arc<Recorder>,
+    status: Arc<SyncStatus>,
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Syncing {
+    async fn start(s: &FakeApiServer, token: &std::path::Path, grace: Duration) -> Self {
+        let client =
+            control::remote::remote_client(&token_access(s, token), &RequestCounts::default())
+                .await
+                .unwrap();
+        let sink = Arc::new(Recorder::default());
+        let status = Arc::new(SyncStatus::default());
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(sync(grace).run(
+            client,
+            sink.clone() as Arc<dyn PeerSink>,
+            Arc::clone(&status),
+            async {
+                let _ = stopped.await;
+            },
+        ));
+        Self {
+            sink,
+            status,
+            stop,
+            task,
+        }
+    }
+
+    async fn stop(self) {
+        let _ = self.stop.send(());
+        self.task.await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn most_nodes_vanishing_at_once_is_held_for_the_grace_period() {
+    let (s, tok) = server("t").await;
+    advertise(&s, 1..=5);
     let grace = Duration::from_secs(3);
-    let task = tokio::spawn(sync(grace).run(
-        client,
-        sink.clone() as Arc<dyn PeerSink>,
-        Arc::clone(&status),
-        async {
-            let _ = stop_rx.await;
-        },
-    ));
+    let run = Syncing::start(&s, &tok, grace).await;
+    let (sink, status) = (&run.sink, &run.status);
     eventually("all five", || {
         sink.last_nodes().is_some_and(|n| n.len() == 5)
     })
@@ -100,35 +134,15 @@ async fn most_nodes_vanishing_at_once_is_held_for_the_grace_period() {
         sink.last_nodes() == Some(vec!["n1".into()])
     })
     .await;
-    let _ = stop_tx.send(());
-    task.await.unwrap();
+    run.stop().await;
 }
 
 #[tokio::test]
 async fn nodes_coming_back_end_the_hold() {
     let (s, tok) = server("t").await;
-    for i in 1..=4u8 {
-        s.upsert_node(advertised(
-            &format!("n{i}"),
-            &format!("192.168.0.{i}"),
-            &format!("10.4.{i}.0/24"),
-            &key(i),
-        ));
-    }
-    let client = control::remote::remote_client(&token_access(&s, &tok), &RequestCounts::default())
-        .await
-        .unwrap();
-    let sink = Arc::new(Recorder::default());
-    let status = Arc::new(SyncStatus::default());
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(sync(Duration::from_secs(300)).run(
-        client,
-        sink.clone() as Arc<dyn PeerSink>,
-        Arc::clone(&status),
-        async {
-            let _ = stop_rx.await;
-        },
-    ));
+    advertise(&s, 1..=4);
+    let run = Syncing::start(&s, &tok, Duration::from_secs(300)).await;
+    let (sink, status) = (&run.sink, &run.status);
     eventually("all four", || {
         sink.last_nodes().is_some_and(|n| n.len() == 4)
     })
@@ -138,38 +152,18 @@ async fn nodes_coming_back_end_the_hold() {
     }
     eventually("held", || status.held_removals.load(Relaxed) == 4).await;
     assert_eq!(sink.last_nodes().unwrap().len(), 4);
-    for i in 1..=4u8 {
-        s.upsert_node(advertised(
-            &format!("n{i}"),
-            &format!("192.168.0.{i}"),
-            &format!("10.4.{i}.0/24"),
-            &key(i),
-        ));
-    }
+    advertise(&s, 1..=4);
     eventually("resolved", || status.held_removals.load(Relaxed) == 0).await;
     assert_eq!(sink.last_nodes().unwrap().len(), 4);
-    let _ = stop_tx.send(());
-    task.await.unwrap();
+    run.stop().await;
 }
 
 #[tokio::test]
 async fn watches_resume_within_seconds_of_the_api_answering_again() {
     let (s, tok) = server("t").await;
     s.upsert_node(advertised("n1", "192.168.0.1", "10.4.1.0/24", &key(1)));
-    let client = control::remote::remote_client(&token_access(&s, &tok), &RequestCounts::default())
-        .await
-        .unwrap();
-    let sink = Arc::new(Recorder::default());
-    let status = Arc::new(SyncStatus::default());
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(sync(Duration::ZERO).run(
-        client,
-        sink.clone() as Arc<dyn PeerSink>,
-        Arc::clone(&status),
-        async {
-            let _ = stop_rx.await;
-        },
-    ));
+    let run = Syncing::start(&s, &tok, Duration::ZERO).await;
+    let sink = &run.sink;
     eventually("listed", || sink.last_nodes() == Some(vec!["n1".into()])).await;
     // A 12 s outage: every request fails, open watches are cut.
     s.fail_next(usize::MAX, 503);
@@ -198,8 +192,7 @@ async fn watches_resume_within_seconds_of_the_api_answering_again() {
         "watches resumed after {took:?}"
     );
     eprintln!("resumed {took:?} after the outage");
-    let _ = stop_tx.send(());
-    task.await.unwrap();
+    run.stop().await;
 }
 
 #[tokio::test]
@@ -218,20 +211,8 @@ async fn a_large_remote_is_listed_in_pages_and_applied_whole() {
             &base64::engine::general_purpose::STANDARD.encode(k),
         ));
     }
-    let client = control::remote::remote_client(&token_access(&s, &tok), &RequestCounts::default())
-        .await
-        .unwrap();
-    let sink = Arc::new(Recorder::default());
-    let status = Arc::new(SyncStatus::default());
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(sync(Duration::ZERO).run(
-        client,
-        sink.clone() as Arc<dyn PeerSink>,
-        Arc::clone(&status),
-        async {
-            let _ = stop_rx.await;
-        },
-    ));
+    let run = Syncing::start(&s, &tok, Duration::ZERO).await;
+    let sink = &run.sink;
     eventually("all nodes", || {
         sink.last_nodes().is_some_and(|v| v.len() == n as usize)
     })
@@ -246,6 +227,5 @@ async fn a_large_remote_is_listed_in_pages_and_applied_whole() {
     assert_eq!(lists.len(), 3, "{lists:?}");
     assert!(lists.iter().all(|r| r.contains("limit=100")), "{lists:?}");
     assert_eq!(lists.iter().filter(|r| r.contains("continue=")).count(), 2);
-    let _ = stop_tx.send(());
-    task.await.unwrap();
+    run.stop().await;
 }

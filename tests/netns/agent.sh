@@ -56,3 +56,30 @@ except Exception as e: print(e.read().decode())' | grep -q wireguard.azr"
     wait_for 40 "azr's tunnel comes up once its port is free" grep -q "device up cluster=azr" "$TMP/aws1/agent.log"
     pod_ping aws1 gcp1 || fail "gcp stopped working"
 }
+
+# A remote whose interface is named by `wgDeviceName`: traffic goes through that device,
+# and the key file and the annotations keep the cluster's name (the public key does not
+# change).
+test_a_remote_with_its_own_device_name() {
+    # shellcheck source=clusters-lib.sh
+    source "$(dirname "${BASH_SOURCE[0]}")/clusters-lib.sh"
+    clusters_up
+    wait_for 10 "pod aws1 -> pod gcp1" pod_ping aws1 gcp1
+    local key_before
+    key_before=$(in_node aws1 wg show wireguard.gcp public-key)
+    stop_agent aws1
+    # Renaming leaves the old persistent device behind: the operator deletes it.
+    ip -n "$(node_ns aws1)" link del wireguard.gcp
+    # shellcheck disable=SC2034
+    REMOTE_EXTRA_aws1=', "wgDeviceName": "wg-gcp"'
+    start_agent aws1
+    wait_for 30 "aws1 /readyz" ready aws1
+    wait_for 10 "pod aws1 -> pod gcp1 through wg-gcp" pod_ping aws1 gcp1
+    ip -n "$(node_ns aws1)" route show 10.4.0.0/16 | grep -q "dev wg-gcp" || fail "no route through wg-gcp"
+    [ "$(in_node aws1 wg show wg-gcp public-key)" = "$key_before" ] || fail "the key changed"
+    [ -f "$TMP/aws1/keys/wireguard.gcp.key" ] || fail "the key file was renamed"
+    [ -f "$TMP/aws1/keys/wireguard.gcp.peers.json" ] || fail "the saved peers were renamed"
+    [ "$(metric aws1 'semaphore_wg_remote_up{remote="gcp"}')" = 1 ] || fail "remote_up"
+    http_get aws1 /metrics >"$TMP/metrics.txt"
+    grep -q 'semaphore_wg_device_info{device="wg-gcp"' "$TMP/metrics.txt" || fail "metrics name the device"
+}

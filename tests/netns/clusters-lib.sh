@@ -76,7 +76,8 @@ KC
 }
 
 # agent_config NODE: the seed's config style, for a node of either cluster. A test may
-# add remotes for one node with EXTRA_REMOTES_<node> (JSON objects, comma first).
+# add remotes for one node with EXTRA_REMOTES_<node> (JSON objects, comma first), and
+# fields to its remote with REMOTE_EXTRA_<node> (comma first).
 agent_config() {
     local local_c remote_c subnet
     local_c=$(cluster_of "$1")
@@ -87,7 +88,8 @@ agent_config() {
   "local": { "name": "$local_c", "kubeConfigPath": "$TMP/$local_c.kubeconfig" },
   "remotes": [
     { "name": "$remote_c", "kubeConfigPath": "$TMP/$remote_c.kubeconfig",
-      "podSubnet": "$subnet", "wgDeviceMTU": 1420, "wgListenPort": 51820, "resyncPeriod": "30s" }
+      "podSubnet": "$subnet", "wgDeviceMTU": 1420, "wgListenPort": 51820, "resyncPeriod": "30s"
+      $(eval echo "\${REMOTE_EXTRA_$1:-}") }
       $(eval echo "\${EXTRA_REMOTES_$1:-}")
   ]
 }

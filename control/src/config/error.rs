@@ -48,8 +48,11 @@ pub enum ConfigError {
     },
     /// `wireguard.<name>` does not fit a Linux interface name.
     #[error(
-        "{field}: device name {device:?} is {} bytes, over the {max}-byte limit (names of at most {} characters)",
+        "{field}: device name {device:?} is {} bytes, over the {max}-byte limit of interface names; \
+         set \"wgDeviceName\" for this remote to a name of at most {max} bytes (for example {:?}), \
+         or use a cluster name of at most {} characters",
         device.len(),
+        suggest_device(device, *max),
         max - super::DEVICE_PREFIX.len()
     )]
     DeviceNameTooLong {
@@ -59,6 +62,28 @@ pub enum ConfigError {
         device: String,
         /// The limit.
         max: usize,
+    },
+    /// `wgDeviceName` is not a usable interface name.
+    #[error(
+        "{field}: {name:?} is not a valid interface name (1 to {max} bytes of letters, digits, '.', '-' and '_')"
+    )]
+    InvalidDeviceName {
+        /// The field.
+        field: String,
+        /// Its value.
+        name: String,
+        /// The length limit.
+        max: usize,
+    },
+    /// Two remotes would use one interface.
+    #[error("{field}: device {device:?} is already used by {other}")]
+    DuplicateDeviceName {
+        /// The field.
+        field: String,
+        /// The device name.
+        device: String,
+        /// The remote that has it.
+        other: String,
     },
     /// A prefix that does not parse.
     #[error("{field}: invalid CIDR {value:?}")]
@@ -125,4 +150,12 @@ pub enum ConfigError {
         /// The earlier remote.
         other: String,
     },
+}
+
+/// A short device name to suggest for `wireguard.<name>`: `wg.` and the start of the name.
+fn suggest_device(device: &str, max: usize) -> String {
+    let name = device.strip_prefix(super::DEVICE_PREFIX).unwrap_or(device);
+    let mut s = String::from("wg.");
+    s.extend(name.chars().take(max - s.len()));
+    s
 }

@@ -80,11 +80,19 @@ pub struct RemoteCluster {
     /// How long removals of more than half of the peers at once wait (`hold.rs`); zero
     /// disables the hold.
     pub mass_removal_grace_period: Duration,
+    /// The interface name: `wgDeviceName`, or `wireguard.<name>`.
+    pub device: String,
 }
 
 impl RemoteCluster {
-    /// The device name, `wireguard.<name>`.
+    /// The interface name: `wgDeviceName` if set, else `wireguard.<name>`.
     pub fn device_name(&self) -> String {
+        self.device.clone()
+    }
+
+    /// What the key file and the saved peer set are named after: `wireguard.<name>`,
+    /// whatever the interface is called, so that renaming the interface keeps the key.
+    pub fn file_stem(&self) -> String {
         format!("{DEVICE_PREFIX}{}", self.name)
     }
 }
@@ -130,6 +138,8 @@ struct RawRemote {
     resync_period: Option<Value>,
     #[serde(default)]
     mass_removal_grace_period: Option<Value>,
+    #[serde(default)]
+    wg_device_name: String,
 }
 
 const TOP_FIELDS: &[&str] = &["local", "remotes"];
@@ -145,6 +155,7 @@ const REMOTE_FIELDS: &[&str] = &[
     "wgListenPort",
     "resyncPeriod",
     "massRemovalGracePeriod",
+    "wgDeviceName",
 ];
 
 /// Parses and validates a config file's contents. Returns the config and warnings (unknown
@@ -196,6 +207,27 @@ fn check_name(field: &str, name: &str) -> Result<(), ConfigError> {
     }
 }
 
+/// A Linux interface name we accept: 1 to 15 bytes of letters, digits, '.', '-' and '_',
+/// not "." or "..".
+fn check_device_name(field: &str, name: &str) -> Result<(), ConfigError> {
+    let ok = !name.is_empty()
+        && name.len() <= MAX_IFNAME
+        && name != "."
+        && name != ".."
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'));
+    if ok {
+        Ok(())
+    } else {
+        Err(ConfigError::InvalidDeviceName {
+            field: field.to_string(),
+            name: name.to_string(),
+            max: MAX_IFNAME,
+        })
+    }
+}
+
 fn validate(raw: RawConfig) -> Result<ClustersConfig, ConfigError> {
     if raw.local.name.is_empty() {
         return Err(ConfigError::MissingLocalName);
@@ -211,14 +243,20 @@ fn validate(raw: RawConfig) -> Result<ClustersConfig, ConfigError> {
             return Err(ConfigError::MissingRemoteName { at });
         }
         check_name(&format!("{at}.name"), &r.name)?;
-        let device = format!("{DEVICE_PREFIX}{}", r.name);
-        if device.len() > MAX_IFNAME {
-            return Err(ConfigError::DeviceNameTooLong {
-                field: format!("{at}.name"),
-                device,
-                max: MAX_IFNAME,
-            });
-        }
+        let device = if r.wg_device_name.is_empty() {
+            let device = format!("{DEVICE_PREFIX}{}", r.name);
+            if device.len() > MAX_IFNAME {
+                return Err(ConfigError::DeviceNameTooLong {
+                    field: format!("{at}.name"),
+                    device,
+                    max: MAX_IFNAME,
+                });
+            }
+            device
+        } else {
+            check_device_name(&format!("{at}.wgDeviceName"), &r.wg_device_name)?;
+            r.wg_device_name.clone()
+        };
         let access = if !r.kube_config_path.is_empty() {
             RemoteAccess::KubeConfig(r.kube_config_path)
         } else if !r.remote_api_url.is_empty()
@@ -283,6 +321,13 @@ fn validate(raw: RawConfig) -> Result<ClustersConfig, ConfigError> {
                     other: prev,
                 });
             }
+            if other.device == device {
+                return Err(ConfigError::DuplicateDeviceName {
+                    field: format!("{at}.wgDeviceName"),
+                    device,
+                    other: prev,
+                });
+            }
             if other.listen_port == listen_port {
                 return Err(ConfigError::DuplicatePort {
                     field: format!("{at}.wgListenPort"),
@@ -307,6 +352,7 @@ fn validate(raw: RawConfig) -> Result<ClustersConfig, ConfigError> {
             listen_port,
             resync_period,
             mass_removal_grace_period,
+            device,
         });
     }
     let kube_config_path =

@@ -192,3 +192,68 @@ fn mass_removal_grace_period_defaults_to_five_minutes_and_zero_turns_it_off() {
     let e = parse_err(&one_remote(r#","massRemovalGracePeriod":"soon""#));
     assert!(e.starts_with("remotes[0].massRemovalGracePeriod: "), "{e}");
 }
+
+#[test]
+fn a_name_too_long_for_the_device_says_how_to_fix_it() {
+    let text = one_remote("").replace(r#""name":"b""#, r#""name":"production""#);
+    let e = parse_err(&text);
+    assert!(e.contains("remotes[0].name"), "{e}");
+    assert!(e.contains("\"wireguard.production\" is 20 bytes"), "{e}");
+    assert!(e.contains("set \"wgDeviceName\""), "{e}");
+    assert!(
+        e.contains("\"wg.production\""),
+        "a suggestion that fits: {e}"
+    );
+    // The suggestion itself is accepted.
+    let fixed = one_remote(r#","wgDeviceName":"wg.production""#)
+        .replace(r#""name":"b""#, r#""name":"production""#);
+    let (c, warnings) = parse(&fixed).unwrap();
+    assert!(warnings.is_empty(), "{warnings:?}");
+    let r = &c.remotes[0];
+    assert_eq!(r.device_name(), "wg.production");
+    // Key file and saved peers keep the cluster's name.
+    assert_eq!(r.file_stem(), "wireguard.production");
+    // Without wgDeviceName both are wireguard.<name>.
+    let (c, _) = parse(&one_remote("")).unwrap();
+    assert_eq!(c.remotes[0].device_name(), c.remotes[0].file_stem());
+}
+
+#[test]
+fn wg_device_name_is_checked() {
+    for bad in ["", "a-name-of-16-byt", "has space", "a/b", "a:b", ".", ".."] {
+        let text = one_remote(&format!(r#","wgDeviceName":{bad:?}"#));
+        if bad.is_empty() {
+            // Empty is the same as not set.
+            assert_eq!(
+                parse(&text).unwrap().0.remotes[0].device_name(),
+                "wireguard.b"
+            );
+            continue;
+        }
+        let e = parse_err(&text);
+        assert!(
+            e.contains("remotes[0].wgDeviceName") && e.contains("not a valid interface name"),
+            "{bad:?}: {e}"
+        );
+    }
+    for good in ["wg0", "wg.long-name_1", "abcdefghijklmno"] {
+        let text = one_remote(&format!(r#","wgDeviceName":{good:?}"#));
+        assert_eq!(parse(&text).unwrap().0.remotes[0].device_name(), good);
+    }
+    // Two remotes on one interface.
+    let text = TWO_REMOTES
+        .replace(
+            r#""name": "c2","#,
+            r#""name": "c2", "wgDeviceName": "wg-x","#,
+        )
+        .replace(
+            r#""name": "c3","#,
+            r#""name": "c3", "wgDeviceName": "wg-x","#,
+        );
+    let e = parse_err(&text);
+    assert!(
+        e.contains("remotes[1].wgDeviceName")
+            && e.contains("\"wg-x\" is already used by remotes[0]"),
+        "{e}"
+    );
+}

@@ -71,6 +71,12 @@ pub struct RunArgs {
     #[arg(long, env = "SWG_WAIT_AFTER_HANDOVER")]
     pub wait_after_handover: bool,
 
+    /// The address our endpoint annotations name: `internal` (the node's first
+    /// InternalIP), `external` (its first ExternalIP), or a fixed address, optionally with
+    /// a port (a load balancer or NAT in front of the node; a port only with one remote).
+    #[arg(long, env = "SWG_ENDPOINT_ADDRESS", default_value = "internal")]
+    pub endpoint_address: control::advertise::EndpointSource,
+
     #[command(flatten)]
     pub log: LogArgs,
 }
@@ -249,6 +255,17 @@ mod tests {
         assert_eq!(cli.run.log.log_format, LogFormat::Json);
         assert_eq!(cli.run.listen_address, ":7773");
         assert!(parse(&["x", "-bogus", "1"]).is_err());
+        assert_eq!(
+            cli.run.endpoint_address,
+            control::advertise::EndpointSource::InternalIp
+        );
+        let cli = parse(&["x", "--endpoint-address", "203.0.113.7:443"]).unwrap();
+        assert_eq!(
+            cli.run.endpoint_address,
+            control::advertise::EndpointSource::Fixed("203.0.113.7".parse().unwrap(), Some(443))
+        );
+        let e = parse(&["x", "--endpoint-address", "outside"]).unwrap_err();
+        assert!(e.to_string().contains("is not \"internal\""), "{e}");
     }
 
     #[test]

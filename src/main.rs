@@ -126,6 +126,15 @@ fn run_mode(args: cli::RunArgs) -> ExitCode {
     };
     let mut opts = run::RunOptions::new(required.node_name, listen, args.wg_key_path);
     opts.wait_after_handover = args.wait_after_handover;
+    if let control::advertise::EndpointSource::Fixed(_, Some(port)) = args.endpoint_address
+        && config.remotes.len() > 1
+    {
+        return fail(format!(
+            "--endpoint-address with a port ({port}) needs a single remote; with {} remotes give the address alone (each remote keeps its listen port)",
+            config.remotes.len()
+        ));
+    }
+    opts.endpoint = args.endpoint_address;
     match rt.block_on(run::run(config, opts)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

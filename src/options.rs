@@ -14,6 +14,8 @@ pub struct RunOptions {
     pub socket_dir: PathBuf,
     /// After a handover, wait for SIGTERM instead of exiting (in a pod).
     pub wait_after_handover: bool,
+    /// Which address our endpoint annotations name.
+    pub endpoint: control::advertise::EndpointSource,
 }
 
 impl RunOptions {
@@ -24,6 +26,7 @@ impl RunOptions {
             key_dir,
             socket_dir: PathBuf::from(SOCKET_DIR),
             wait_after_handover: false,
+            endpoint: control::advertise::EndpointSource::default(),
         }
     }
 }

@@ -164,6 +164,7 @@ pub async fn run(config: ClustersConfig, opts: RunOptions) -> anyhow::Result<()>
     tasks.push(tokio::spawn(advertise::run(
         local,
         opts.node_name.clone(),
+        opts.endpoint,
         adverts_rx,
         advert_status,
         stopped(stop_rx.clone()),

@@ -1,6 +1,7 @@
 //! Our own Node's annotations: for every remote, `<remote>.wireguard.semaphore.uw.io/pubKey`
-//! and `/endpoint` (`<first InternalIP>:<port>`, IPv6 bracketed). Patched at start, then
-//! re-asserted whenever a watch of our Node shows them changed or removed.
+//! and `/endpoint` (`<address>:<port>`, IPv6 bracketed; the address is the first InternalIP
+//! by default, see [`EndpointSource`]). Patched at start, then re-asserted whenever a watch
+//! of our Node shows them changed or removed.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -43,22 +44,87 @@ pub struct AdvertStatus {
 
 /// The first `InternalIP` of a node.
 pub fn internal_ip(node: &Node) -> Option<IpAddr> {
+    first_address(node, "InternalIP")
+}
+
+fn first_address(node: &Node, kind: &str) -> Option<IpAddr> {
     node.status
         .as_ref()?
         .addresses
         .as_ref()?
         .iter()
-        .filter(|a| a.type_ == "InternalIP")
+        .filter(|a| a.type_ == kind)
         .find_map(|a| a.address.parse().ok())
 }
 
-/// The annotations `adverts` call for on a node with address `ip`.
-pub fn wanted_annotations(adverts: &[Advert], ip: IpAddr) -> BTreeMap<String, String> {
+/// Which address of ours the remote clusters are told to send to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum EndpointSource {
+    /// The node's first `InternalIP` (the original's choice).
+    #[default]
+    InternalIp,
+    /// The node's first `ExternalIP` (nodes whose internal addresses the other cluster
+    /// cannot reach).
+    ExternalIp,
+    /// A fixed address, such as a load balancer or a NAT in front of the node; with a
+    /// port, that port instead of each remote's listen port.
+    Fixed(IpAddr, Option<u16>),
+}
+
+impl std::str::FromStr for EndpointSource {
+    type Err = String;
+
+    /// `internal`, `external`, an address, or an address with a port (`[v6]:port`).
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "" | "internal" | "InternalIP" => Ok(Self::InternalIp),
+            "external" | "ExternalIP" => Ok(Self::ExternalIp),
+            _ => {
+                if let Ok(ip) = s.parse::<IpAddr>() {
+                    return Ok(Self::Fixed(ip, None));
+                }
+                match s.parse::<std::net::SocketAddr>() {
+                    Ok(sa) if sa.port() != 0 => Ok(Self::Fixed(sa.ip(), Some(sa.port()))),
+                    _ => Err(format!(
+                        "{s:?} is not \"internal\", \"external\", an IP address or an address with a port"
+                    )),
+                }
+            }
+        }
+    }
+}
+
+impl EndpointSource {
+    /// Our address per this source, and the port that replaces the listen ports if any.
+    pub fn address(&self, node: &Node) -> Option<(IpAddr, Option<u16>)> {
+        match *self {
+            Self::InternalIp => internal_ip(node).map(|ip| (ip, None)),
+            Self::ExternalIp => first_address(node, "ExternalIP").map(|ip| (ip, None)),
+            Self::Fixed(ip, port) => Some((ip, port)),
+        }
+    }
+
+    fn describe(&self) -> &'static str {
+        match self {
+            Self::InternalIp => "no InternalIP address",
+            Self::ExternalIp => "no ExternalIP address",
+            Self::Fixed(..) => "no address",
+        }
+    }
+}
+
+/// The annotations `adverts` call for on a node with address `ip`; `port`, if given,
+/// replaces every remote's listen port.
+pub fn wanted_annotations(
+    adverts: &[Advert],
+    ip: IpAddr,
+    port: Option<u16>,
+) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
     for a in adverts {
         let keys = AnnotationKeys::for_cluster(&a.remote);
         out.insert(keys.public_key, a.public_key.clone());
-        out.insert(keys.endpoint, format_endpoint(ip, a.port));
+        out.insert(keys.endpoint, format_endpoint(ip, port.unwrap_or(a.port)));
     }
     out
 }
@@ -78,6 +144,7 @@ pub fn missing(node: &Node, wanted: &BTreeMap<String, String>) -> BTreeMap<Strin
 pub async fn run(
     client: kube::Client,
     node_name: String,
+    source: EndpointSource,
     mut adverts: watch::Receiver<Vec<Advert>>,
     status: Arc<AdvertStatus>,
     shutdown: impl std::future::Future<Output = ()>,
@@ -111,12 +178,12 @@ pub async fn run(
         let Some(n) = &node else {
             continue;
         };
-        let Some(ip) = internal_ip(n) else {
+        let Some((ip, port)) = source.address(n) else {
             status.failures.fetch_add(1, Relaxed);
-            tracing::error!(node = %node_name, "our node has no InternalIP address; cannot advertise an endpoint");
+            tracing::error!(node = %node_name, "our node has {}; cannot advertise an endpoint", source.describe());
             continue;
         };
-        let wanted = wanted_annotations(&adverts.borrow_and_update(), ip);
+        let wanted = wanted_annotations(&adverts.borrow_and_update(), ip, port);
         let patch = missing(n, &wanted);
         if patch.is_empty() {
             status.advertised.store(true, Relaxed);
@@ -200,6 +267,56 @@ mod tests {
     }
 
     #[test]
+    fn the_endpoint_source_picks_the_address() {
+        let n = node(
+            &[
+                ("InternalIP", "10.0.0.5"),
+                ("ExternalIP", "203.0.113.9"),
+                ("ExternalIP", "203.0.113.10"),
+            ],
+            &[],
+        );
+        let parse = |s: &str| s.parse::<EndpointSource>().unwrap();
+        assert_eq!(
+            parse("internal").address(&n),
+            Some(("10.0.0.5".parse().unwrap(), None))
+        );
+        assert_eq!(
+            parse("").address(&n),
+            Some(("10.0.0.5".parse().unwrap(), None))
+        );
+        assert_eq!(
+            parse("external").address(&n),
+            Some(("203.0.113.9".parse().unwrap(), None))
+        );
+        assert_eq!(
+            parse("198.51.100.1").address(&n),
+            Some(("198.51.100.1".parse().unwrap(), None))
+        );
+        assert_eq!(
+            parse("[2001:db8::1]:443").address(&n),
+            Some(("2001:db8::1".parse().unwrap(), Some(443)))
+        );
+        assert_eq!(
+            parse("external").address(&node(&[("InternalIP", "10.0.0.5")], &[])),
+            None
+        );
+        for bad in ["internl", "1.2.3.4:0", "host.example:51820", "1.2.3.4:x"] {
+            assert!(bad.parse::<EndpointSource>().is_err(), "{bad}");
+        }
+        let adverts = [Advert {
+            remote: "gcp".into(),
+            public_key: "K".into(),
+            port: 51820,
+        }];
+        let w = wanted_annotations(&adverts, "198.51.100.1".parse().unwrap(), Some(443));
+        assert_eq!(
+            w["gcp.wireguard.semaphore.uw.io/endpoint"],
+            "198.51.100.1:443"
+        );
+    }
+
+    #[test]
     fn wanted_and_missing() {
         let adverts = vec![
             Advert {
@@ -213,7 +330,7 @@ mod tests {
                 port: 51821,
             },
         ];
-        let w = wanted_annotations(&adverts, "fd00::5".parse().unwrap());
+        let w = wanted_annotations(&adverts, "fd00::5".parse().unwrap(), None);
         assert_eq!(w["gcp.wireguard.semaphore.uw.io/pubKey"], "K1");
         assert_eq!(
             w["aws.wireguard.semaphore.uw.io/endpoint"],

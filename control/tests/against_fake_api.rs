@@ -177,6 +177,7 @@ async fn advertiser_patches_and_reasserts() {
     let task = tokio::spawn(advertise::run(
         client,
         "aws1".into(),
+        advertise::EndpointSource::default(),
         adverts,
         Arc::clone(&status),
         async {
@@ -220,4 +221,65 @@ async fn advertiser_patches_and_reasserts() {
         .await
         .unwrap()
         .unwrap();
+}
+
+/// With `--endpoint-address external` the endpoint names the node's ExternalIP; with a
+/// fixed address and port, those.
+#[tokio::test]
+async fn the_advertised_endpoint_follows_the_endpoint_source() {
+    use k8s_openapi::api::core::v1::NodeAddress;
+    for (source, want) in [
+        (advertise::EndpointSource::ExternalIp, "203.0.113.9:51821"),
+        (
+            advertise::EndpointSource::Fixed("198.51.100.1".parse().unwrap(), Some(443)),
+            "198.51.100.1:443",
+        ),
+    ] {
+        let (s, tok) = server("local").await;
+        let mut n = node("aws1", "10.0.0.1", "10.2.1.0/24", &[]);
+        n.status
+            .as_mut()
+            .unwrap()
+            .addresses
+            .as_mut()
+            .unwrap()
+            .push(NodeAddress {
+                type_: "ExternalIP".into(),
+                address: "203.0.113.9".into(),
+            });
+        s.upsert_node(n);
+        let client =
+            control::remote::remote_client(&token_access(&s, &tok), &RequestCounts::default())
+                .await
+                .unwrap();
+        let (_adverts_tx, adverts) = tokio::sync::watch::channel(vec![Advert {
+            remote: "gcp".into(),
+            public_key: KEY1.into(),
+            port: 51821,
+        }]);
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(advertise::run(
+            client,
+            "aws1".into(),
+            source,
+            adverts,
+            Arc::new(AdvertStatus::default()),
+            async {
+                let _ = stop_rx.await;
+            },
+        ));
+        eventually(want, || {
+            s.node("aws1")
+                .and_then(|n| n.metadata.annotations)
+                .and_then(|a| a.get("gcp.wireguard.semaphore.uw.io/endpoint").cloned())
+                .as_deref()
+                == Some(want)
+        })
+        .await;
+        let _ = stop_tx.send(());
+        tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .unwrap()
+            .unwrap();
+    }
 }

@@ -21,7 +21,8 @@ take_over() {
 }
 
 # Three takeovers in a row (two on the sending side, one on the answering side) under a
-# ping every 10 ms and an iperf3 TCP stream: at most 2 pings lost per takeover, no
+# ping every 10 ms and an iperf3 TCP stream: at most 2 pings lost per takeover
+# (UPGRADE_MAX_LOST; the test suite allows its debug build 3, see scripts/test.sh), no
 # half-second of the stream at zero, the same keys afterwards. Then, for comparison, the
 # blackout of `kill -9` and a restart.
 test_an_upgrade_hands_the_tunnels_over_without_loss() {
@@ -53,7 +54,7 @@ test_an_upgrade_hands_the_tunnels_over_without_loss() {
         l=$(lost "$TMP/ping$i.txt")
         gap=$(longest_gap "$TMP/ping$i.txt")
         log "takeover $i ($node): $l of 300 pings lost, longest gap between replies ${gap} ms"
-        [ -n "$l" ] && [ "$l" -le 2 ] || fail "takeover $i lost $l pings"
+        [ -n "$l" ] && [ "$l" -le "${UPGRADE_MAX_LOST:-2}" ] || fail "takeover $i lost $l pings"
         sleep 0.5
     done
     wait "$iperf" || { cat "$TMP/iperf.json" >&2; fail "iperf3 failed during the takeovers"; }

@@ -7,10 +7,10 @@ use std::collections::HashMap;
 use std::os::fd::OwnedFd;
 use std::path::Path;
 
-use anyhow::{Context as _, bail};
+use anyhow::bail;
 use dataplane::takeover::Channel;
 
-use super::{Inherited, Msg, STEP_TIMEOUT, recv, send};
+use super::{Inherited, Msg, STEP_TIMEOUT, greeted, open, recv, send, successor_outcome};
 
 /// What a successor in `tunnel` mode received: the interface's configuration (with
 /// live endpoints and the bound port) and its UDP socket.
@@ -25,24 +25,9 @@ pub async fn take_over_interface(
     path: &Path,
     name: &str,
 ) -> anyhow::Result<Option<InheritedInterface>> {
-    let Some(mut ch) = dataplane::takeover::connect(path).await.with_context(|| {
-        format!(
-            "connecting to the process serving {name} at {}",
-            path.display()
-        )
-    })?
-    else {
+    let who = format!("the process serving {name}");
+    let Some((mut ch, pid, _)) = open(path, &who, vec![name.to_string()]).await? else {
         return Ok(None);
-    };
-    let hello = Msg::Hello {
-        version: env!("CARGO_PKG_VERSION").to_string(),
-        pid: std::process::id(),
-        devices: vec![name.to_string()],
-    };
-    send(&mut ch, &hello, &[]).await?;
-    let (first, _) = recv(&mut ch, STEP_TIMEOUT).await?;
-    let Msg::Hello { pid, .. } = first else {
-        bail!("the running process answered {first:?} instead of hello");
     };
     tracing::info!(
         device = name,
@@ -77,10 +62,7 @@ pub async fn take_over_interface(
 
 /// `tunnel` mode's running side, step 1: the successor's hello for interface `name`.
 pub async fn greet(ch: &mut Channel, name: &str) -> anyhow::Result<()> {
-    let (hello, _) = recv(ch, STEP_TIMEOUT).await?;
-    let Msg::Hello { pid, devices, .. } = hello else {
-        bail!("a successor opened with {hello:?}");
-    };
+    let (pid, _, devices) = greeted(ch, vec![name.to_string()]).await?;
     if devices.iter().all(|d| d != name) {
         bail!("a successor (pid {pid}) asked for {devices:?}, not {name}");
     }
@@ -89,12 +71,7 @@ pub async fn greet(ch: &mut Channel, name: &str) -> anyhow::Result<()> {
         successor_pid = pid,
         "a successor takes the interface over"
     );
-    let answer = Msg::Hello {
-        version: env!("CARGO_PKG_VERSION").to_string(),
-        pid: std::process::id(),
-        devices: vec![name.to_string()],
-    };
-    send(ch, &answer, &[]).await
+    Ok(())
 }
 
 /// Step 2: the released interface; then the successor's answer (`Ok` once it serves).
@@ -112,10 +89,5 @@ pub async fn hand_interface_over(
     let fds: Vec<_> = socket.into_iter().collect();
     send(ch, &msg, &fds).await?;
     send(ch, &Msg::Sent, &[]).await?;
-    match recv(ch, STEP_TIMEOUT).await {
-        Ok((Msg::Done, _)) => Ok(()),
-        Ok((Msg::Failed { reason }, _)) => bail!("the successor failed: {reason}"),
-        Ok((other, _)) => bail!("the successor answered {other:?}"),
-        Err(e) => Err(e.context("the successor went away before it was up")),
-    }
+    successor_outcome(ch).await
 }

@@ -160,14 +160,16 @@ impl Inherited {
     }
 }
 
-/// Connects to a running agent and receives its interfaces. `None` when no agent runs
-/// (a first start, or a restart after a crash: the persistent devices and the saved peer
-/// sets carry on as before). An error once connected means the takeover failed: the old
-/// agent keeps serving.
-pub async fn take_over(path: &Path, devices: Vec<String>) -> anyhow::Result<Option<Inherited>> {
+/// The successor's opening: connects to `path`, says hello with `devices` and reads the
+/// running process's hello (its pid and version). `None` when nobody serves `path`.
+async fn open(
+    path: &Path,
+    who: &str,
+    devices: Vec<String>,
+) -> anyhow::Result<Option<(Channel, u32, String)>> {
     let Some(mut ch) = dataplane::takeover::connect(path)
         .await
-        .with_context(|| format!("connecting to the running agent at {}", path.display()))?
+        .with_context(|| format!("connecting to {who} at {}", path.display()))?
     else {
         return Ok(None);
     };
@@ -179,7 +181,52 @@ pub async fn take_over(path: &Path, devices: Vec<String>) -> anyhow::Result<Opti
     send(&mut ch, &hello, &[]).await?;
     let (first, _) = recv(&mut ch, STEP_TIMEOUT).await?;
     let Msg::Hello { pid, version, .. } = first else {
-        bail!("the running agent answered {first:?} instead of hello");
+        bail!("{who} answered {first:?} instead of hello");
+    };
+    Ok(Some((ch, pid, version)))
+}
+
+/// The running process's opening: the successor's hello (its pid, version and the
+/// devices it runs), answered with ours (`devices`: what we serve).
+async fn greeted(
+    ch: &mut Channel,
+    devices: Vec<String>,
+) -> anyhow::Result<(u32, String, Vec<String>)> {
+    let (hello, _) = recv(ch, STEP_TIMEOUT).await?;
+    let Msg::Hello {
+        version,
+        pid,
+        devices: wanted,
+    } = hello
+    else {
+        bail!("a successor opened with {hello:?}");
+    };
+    let answer = Msg::Hello {
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        pid: std::process::id(),
+        devices,
+    };
+    send(ch, &answer, &[]).await?;
+    Ok((pid, version, wanted))
+}
+
+/// The successor's last word: `Ok` once it serves.
+async fn successor_outcome(ch: &mut Channel) -> anyhow::Result<()> {
+    match recv(ch, STEP_TIMEOUT).await {
+        Ok((Msg::Done, _)) => Ok(()),
+        Ok((Msg::Failed { reason }, _)) => bail!("the successor failed: {reason}"),
+        Ok((other, _)) => bail!("the successor answered {other:?}"),
+        Err(e) => Err(e.context("the successor went away before it was up")),
+    }
+}
+
+/// Connects to a running agent and receives its interfaces. `None` when no agent runs
+/// (a first start, or a restart after a crash: the persistent devices and the saved peer
+/// sets carry on as before). An error once connected means the takeover failed: the old
+/// agent keeps serving.
+pub async fn take_over(path: &Path, devices: Vec<String>) -> anyhow::Result<Option<Inherited>> {
+    let Some((ch, pid, version)) = open(path, "the running agent", devices).await? else {
+        return Ok(None);
     };
     tracing::info!(old_pid = pid, old_version = %version, "taking over from the running agent");
     let mut inherited = Inherited {
@@ -250,33 +297,13 @@ async fn hand_over(
     supervisors: &[(String, mpsc::Sender<HandoverRequest>)],
     http: &HttpServer,
 ) -> anyhow::Result<()> {
-    let (hello, _) = recv(ch, STEP_TIMEOUT).await?;
-    let Msg::Hello {
-        version,
-        pid,
-        devices,
-    } = hello
-    else {
-        bail!("a successor opened with {hello:?}");
-    };
+    let ours = supervisors.iter().map(|(d, _)| d.clone()).collect();
+    let (pid, version, devices) = greeted(ch, ours).await?;
     tracing::info!(successor_pid = pid, successor_version = %version, devices = ?devices, "a successor takes over; handing the interfaces over");
-    let answer = Msg::Hello {
-        version: env!("CARGO_PKG_VERSION").to_string(),
-        pid: std::process::id(),
-        devices: supervisors.iter().map(|(d, _)| d.clone()).collect(),
-    };
-    send(ch, &answer, &[]).await?;
     let mut outcomes = Vec::new();
     let result = hand_out(ch, supervisors, &devices, http, &mut outcomes).await;
     let outcome = match result {
-        Ok(()) => match recv(ch, STEP_TIMEOUT).await {
-            Ok((Msg::Done, _)) => Ok(()),
-            Ok((Msg::Failed { reason }, _)) => {
-                Err(anyhow::anyhow!("the successor failed: {reason}"))
-            }
-            Ok((other, _)) => Err(anyhow::anyhow!("the successor answered {other:?}")),
-            Err(e) => Err(e.context("the successor went away before it was up")),
-        },
+        Ok(()) => successor_outcome(ch).await,
         Err(e) => Err(e),
     };
     let decision = if outcome.is_ok() {

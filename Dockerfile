@@ -34,7 +34,9 @@ ENTRYPOINT ["/semaphore-wireguard"]
 
 # ---- host: the same image from a binary built on the host --------------------------------
 FROM scratch AS host
-COPY target/x86_64-unknown-linux-musl/release/semaphore-wireguard /semaphore-wireguard
+# The cargo profile the binary was built with (the test suite's smoke test uses `smoke`).
+ARG PROFILE=release
+COPY target/x86_64-unknown-linux-musl/${PROFILE}/semaphore-wireguard /semaphore-wireguard
 USER 0:0
 EXPOSE 7773
 ENTRYPOINT ["/semaphore-wireguard"]

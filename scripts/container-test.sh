@@ -2,6 +2,8 @@
 # Builds the container image offline with podman (static musl binary from this host, the
 # Dockerfile's `host` stage, FROM scratch) and smoke-tests it: --version, a TUN device with
 # only NET_ADMIN, and a prompt `podman stop` (SIGTERM handled as PID 1). Needs root.
+# SWG_IMAGE_PROFILE picks the cargo profile (default release; the test suite uses the
+# quicker `smoke` profile, as only the packaging is tested here).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export DEBIAN_FRONTEND=noninteractive
@@ -15,8 +17,9 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 rustup target list --installed | grep -q x86_64-unknown-linux-musl || rustup target add x86_64-unknown-linux-musl
 
-cargo build --release --locked -j2 --target x86_64-unknown-linux-musl --bin semaphore-wireguard
-bin=target/x86_64-unknown-linux-musl/release/semaphore-wireguard
+profile=${SWG_IMAGE_PROFILE:-release}
+cargo build --profile "$profile" --locked -j2 --target x86_64-unknown-linux-musl --bin semaphore-wireguard
+bin=target/x86_64-unknown-linux-musl/$profile/semaphore-wireguard
 ldd "$bin" 2>&1 | grep -qE "statically linked|not a dynamic executable" || { echo "FAIL: $bin is not static"; exit 1; }
 # The release profile keeps debug info for profiling; the image does not need it.
 strip "$bin"
@@ -31,7 +34,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-"${podman_run[@]}" build -q "${limits[@]}" --target host -t "$tag" . >/dev/null
+"${podman_run[@]}" build -q "${limits[@]}" --build-arg PROFILE="$profile" --target host -t "$tag" . >/dev/null
 echo "ok   image $tag built ($("${podman_run[@]}" image inspect --format '{{.Size}}' "$tag") bytes)"
 
 version=$("${podman_run[@]}" run --rm "${limits[@]}" --network none "$tag" --version)

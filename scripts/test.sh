@@ -106,7 +106,7 @@ fi
 
 section "container image (podman, FROM scratch, smoke test)"
 if [ "$(id -u)" = 0 ]; then
-    scripts/container-test.sh
+    SWG_IMAGE_PROFILE=smoke scripts/container-test.sh
 elif [ "${CI:-}" = true ]; then
     echo "CI must run as root for the container test" >&2
     exit 1

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::hint::black_box;
 
 use base64::Engine as _;
-use control::config::parse_cidr;
+use control::config::{Subnets, parse_cidr};
 use control::peers::{AnnotationKeys, desired_peers};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use dataplane::testing::{MemNet, mem_tun};
@@ -56,7 +56,7 @@ fn peer_config(p: &control::peers::DesiredPeer) -> PeerConfig {
 
 fn pure(c: &mut Criterion) {
     let keys = AnnotationKeys::for_cluster("aws");
-    let subnet = parse_cidr("10.4.0.0/16").unwrap();
+    let subnet = Subnets::pod_only(parse_cidr("10.4.0.0/16").unwrap());
     let own = PrivateKey::from_bytes([9; 32]);
     let mut g = c.benchmark_group("nodes_to_tunnel_config");
     for n in [10u32, 1_000, 5_000] {
@@ -84,7 +84,7 @@ fn pure(c: &mut Criterion) {
 /// resync with one changed node does.
 fn apply(c: &mut Criterion) {
     let keys = AnnotationKeys::for_cluster("aws");
-    let subnet = parse_cidr("10.4.0.0/16").unwrap();
+    let subnet = Subnets::pod_only(parse_cidr("10.4.0.0/16").unwrap());
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -77,6 +77,13 @@ pub struct RunArgs {
     #[arg(long, env = "SWG_ENDPOINT_ADDRESS", default_value = "internal")]
     pub endpoint_address: control::advertise::EndpointSource,
 
+    /// Prefixes this node serves for other clusters (a service CIDR, a node subnet),
+    /// published as `<remote>.wireguard.semaphore.uw.io/extraCIDRs`: comma-separated,
+    /// `<prefix>` towards every remote or `<remote>=<prefix>` towards one. A remote routes
+    /// them to this node when its `extraSubnets` for our cluster hold them.
+    #[arg(long, env = "SWG_ADVERTISE_CIDRS", value_name = "LIST")]
+    pub advertise_cidrs: Option<control::claim_flag::AdvertisedCidrs>,
+
     #[command(flatten)]
     pub log: LogArgs,
 }
@@ -266,6 +273,13 @@ mod tests {
         );
         let e = parse(&["x", "--endpoint-address", "outside"]).unwrap_err();
         assert!(e.to_string().contains("is not \"internal\""), "{e}");
+        assert_eq!(cli.run.advertise_cidrs, None);
+        let cli = parse(&["x", "--advertise-cidrs", "10.96.0.0/12,gcp=192.168.7.0/24"]).unwrap();
+        let claims = cli.run.advertise_cidrs.unwrap();
+        assert_eq!(claims.for_remote("gcp").len(), 2);
+        assert_eq!(claims.for_remote("aws").len(), 1);
+        let e = parse(&["x", "--advertise-cidrs", "10.96.0.0/40"]).unwrap_err();
+        assert!(e.to_string().contains("is not a CIDR"), "{e}");
     }
 
     #[test]

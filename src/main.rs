@@ -135,6 +135,13 @@ fn run_mode(args: cli::RunArgs) -> ExitCode {
         ));
     }
     opts.endpoint = args.endpoint_address;
+    let claims = args.advertise_cidrs.unwrap_or_default();
+    if let Some(r) = claims.unknown_remote(config.remotes.iter().map(|r| r.name.as_str())) {
+        return fail(format!(
+            "--advertise-cidrs names remote {r:?}, which is not in the clusters config"
+        ));
+    }
+    opts.advertise_cidrs = claims;
     match rt.block_on(run::run(config, opts)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
 use std::sync::atomic::Ordering::Relaxed;
 
-use control::peers::SkipKind;
+use control::peers::{RefuseKind, SkipKind};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric, MetricEncoder};
 use prometheus_client::metrics::MetricType;
@@ -164,6 +164,25 @@ impl Collector for Metrics {
                 for s in &snaps {
                     for kind in SkipKind::all() {
                         let v = s.remote.sync.skipped_total[kind.index()].load(Relaxed);
+                        let l = [
+                            ("cluster", s.remote.cluster.as_str()),
+                            ("reason", kind.label()),
+                        ];
+                        series(m, &l, C(v))?;
+                    }
+                }
+                Ok(())
+            },
+        )?;
+        family(
+            e,
+            "semaphore_wg_refused_claims",
+            "extraCIDRs claims of remote nodes refused, by reason (not a CIDR, outside the remote's extraSubnets, held by an older node).",
+            Counter,
+            |m| {
+                for s in &snaps {
+                    for kind in RefuseKind::all() {
+                        let v = s.remote.sync.refused_total[kind.index()].load(Relaxed);
                         let l = [
                             ("cluster", s.remote.cluster.as_str()),
                             ("reason", kind.label()),

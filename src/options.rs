@@ -16,6 +16,8 @@ pub struct RunOptions {
     pub wait_after_handover: bool,
     /// Which address our endpoint annotations name.
     pub endpoint: control::advertise::EndpointSource,
+    /// What this node claims of the remotes' extra subnets.
+    pub advertise_cidrs: control::claim_flag::AdvertisedCidrs,
 }
 
 impl RunOptions {
@@ -27,6 +29,7 @@ impl RunOptions {
             socket_dir: PathBuf::from(SOCKET_DIR),
             wait_after_handover: false,
             endpoint: control::advertise::EndpointSource::default(),
+            advertise_cidrs: Default::default(),
         }
     }
 }

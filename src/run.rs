@@ -83,6 +83,7 @@ pub async fn run(config: ClustersConfig, opts: RunOptions) -> anyhow::Result<()>
             remote: remote.name.clone(),
             public_key: key.public_key().to_base64(),
             port: remote.listen_port,
+            extra_cidrs: opts.advertise_cidrs.for_remote(&remote.name),
         });
         // A tunnel handed over is brought up here, before anything else runs: if it
         // cannot be, the takeover fails and the old agent takes it back.
@@ -121,7 +122,9 @@ pub async fn run(config: ClustersConfig, opts: RunOptions) -> anyhow::Result<()>
             cluster: remote.name.clone(),
             device: device.clone(),
             keys: AnnotationKeys::for_cluster(&config.local.name),
-            pod_subnet: remote.pod_subnet,
+            subnets: remote.subnets.clone(),
+            // In the in-cluster mesh our own node is in the list: never our peer.
+            skip_node: remote.mesh.then(|| opts.node_name.clone()),
             resync: remote.resync_period,
             own_key: Some(key.public_key().0),
             mass_removal_grace: remote.mass_removal_grace_period,
@@ -243,8 +246,10 @@ async fn fail_takeover(
 /// How often freed heap memory is handed back to the kernel.
 const TRIM_PERIOD: Duration = Duration::from_secs(10);
 
-/// Keeps `<podSubnet> dev <device> scope link` in place: checked every 5 s, and at once
-/// when the tunnel is (re)built.
+/// Keeps `<prefix> dev <device> scope link` in place for each prefix of the remote's pod
+/// subnet (one per family) and extra subnets: checked every 5 s, and at once when the
+/// tunnel is (re)built. In the in-cluster mesh, this node's own pod CIDR keeps its more
+/// specific local route.
 async fn keep_route(
     netlink: Netlink,
     remote: RemoteCluster,
@@ -255,16 +260,20 @@ async fn keep_route(
     let mut stop = std::pin::pin!(stopped(stop));
     loop {
         if rs.is_up() {
-            match netlink.ensure_route(&device, remote.pod_subnet).await {
-                Ok(()) => {
-                    if !rs.route_ok.swap(true, Relaxed) {
-                        tracing::info!(cluster = %remote.name, device = %device, route = %remote.pod_subnet, "route in place");
-                    }
+            let mut all_ok = true;
+            for prefix in remote.subnets.routed() {
+                if let Err(e) = netlink.ensure_route(&device, *prefix).await {
+                    all_ok = false;
+                    tracing::warn!(cluster = %remote.name, device = %device, route = %prefix, error = %e, "route not in place; retrying");
                 }
-                Err(e) => {
-                    rs.route_ok.store(false, Relaxed);
-                    tracing::warn!(cluster = %remote.name, device = %device, error = %e, "route not in place; retrying");
-                }
+            }
+            if all_ok && !rs.route_ok.swap(true, Relaxed) {
+                let routes: Vec<String> =
+                    remote.subnets.routed().map(ToString::to_string).collect();
+                tracing::info!(cluster = %remote.name, device = %device, routes = %routes.join(","), "routes in place");
+            }
+            if !all_ok {
+                rs.route_ok.store(false, Relaxed);
             }
         } else {
             rs.route_ok.store(false, Relaxed);

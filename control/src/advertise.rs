@@ -1,7 +1,8 @@
 //! Our own Node's annotations: for every remote, `<remote>.wireguard.semaphore.uw.io/pubKey`
 //! and `/endpoint` (`<address>:<port>`, IPv6 bracketed; the address is the first InternalIP
-//! by default, see [`EndpointSource`]). Patched at start, then re-asserted whenever a watch
-//! of our Node shows them changed or removed.
+//! by default, see [`EndpointSource`]), and `/extraCIDRs` when this node claims prefixes
+//! of the remote's extra subnets (removed when it no longer does). Patched at start, then
+//! re-asserted whenever a watch of our Node shows them changed or removed.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -29,6 +30,8 @@ pub struct Advert {
     pub public_key: String,
     /// Our UDP port for it.
     pub port: u16,
+    /// The prefixes we claim towards it (`--advertise-cidrs`).
+    pub extra_cidrs: Vec<ip_network::IpNetwork>,
 }
 
 /// State of the advertiser, for health checks and metrics.
@@ -113,28 +116,40 @@ impl EndpointSource {
     }
 }
 
-/// The annotations `adverts` call for on a node with address `ip`; `port`, if given,
-/// replaces every remote's listen port.
+/// The annotations `adverts` call for on a node with address `ip` (`None`: must be
+/// absent); `port`, if given, replaces every remote's listen port.
 pub fn wanted_annotations(
     adverts: &[Advert],
     ip: IpAddr,
     port: Option<u16>,
-) -> BTreeMap<String, String> {
+) -> BTreeMap<String, Option<String>> {
     let mut out = BTreeMap::new();
     for a in adverts {
         let keys = AnnotationKeys::for_cluster(&a.remote);
-        out.insert(keys.public_key, a.public_key.clone());
-        out.insert(keys.endpoint, format_endpoint(ip, port.unwrap_or(a.port)));
+        out.insert(keys.public_key, Some(a.public_key.clone()));
+        out.insert(
+            keys.endpoint,
+            Some(format_endpoint(ip, port.unwrap_or(a.port))),
+        );
+        let extra: Vec<String> = a.extra_cidrs.iter().map(ToString::to_string).collect();
+        out.insert(
+            keys.extra_cidrs,
+            (!extra.is_empty()).then(|| extra.join(",")),
+        );
     }
     out
 }
 
-/// The subset of `wanted` that `node` does not carry with the same value.
-pub fn missing(node: &Node, wanted: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+/// The subset of `wanted` that `node` does not carry as wanted (a merge patch: `None`
+/// removes the annotation).
+pub fn missing(
+    node: &Node,
+    wanted: &BTreeMap<String, Option<String>>,
+) -> BTreeMap<String, Option<String>> {
     let have = node.metadata.annotations.as_ref();
     wanted
         .iter()
-        .filter(|(k, v)| have.and_then(|h| h.get(*k)) != Some(*v))
+        .filter(|(k, v)| have.and_then(|h| h.get(*k)) != v.as_ref())
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect()
 }
@@ -308,11 +323,12 @@ mod tests {
             remote: "gcp".into(),
             public_key: "K".into(),
             port: 51820,
+            extra_cidrs: Vec::new(),
         }];
         let w = wanted_annotations(&adverts, "198.51.100.1".parse().unwrap(), Some(443));
         assert_eq!(
-            w["gcp.wireguard.semaphore.uw.io/endpoint"],
-            "198.51.100.1:443"
+            w["gcp.wireguard.semaphore.uw.io/endpoint"].as_deref(),
+            Some("198.51.100.1:443")
         );
     }
 
@@ -323,28 +339,49 @@ mod tests {
                 remote: "gcp".into(),
                 public_key: "K1".into(),
                 port: 51820,
+                extra_cidrs: Vec::new(),
             },
             Advert {
                 remote: "aws".into(),
                 public_key: "K2".into(),
                 port: 51821,
+                extra_cidrs: vec![
+                    "10.96.0.0/12".parse().unwrap(),
+                    "10.1.0.0/16".parse().unwrap(),
+                ],
             },
         ];
         let w = wanted_annotations(&adverts, "fd00::5".parse().unwrap(), None);
-        assert_eq!(w["gcp.wireguard.semaphore.uw.io/pubKey"], "K1");
         assert_eq!(
-            w["aws.wireguard.semaphore.uw.io/endpoint"],
-            "[fd00::5]:51821"
+            w["gcp.wireguard.semaphore.uw.io/pubKey"].as_deref(),
+            Some("K1")
+        );
+        assert_eq!(
+            w["aws.wireguard.semaphore.uw.io/endpoint"].as_deref(),
+            Some("[fd00::5]:51821")
+        );
+        assert_eq!(
+            w["aws.wireguard.semaphore.uw.io/extraCIDRs"].as_deref(),
+            Some("10.96.0.0/12,10.1.0.0/16")
         );
         let n = node(
             &[],
             &[
                 ("gcp.wireguard.semaphore.uw.io/pubKey", "K1"),
                 ("gcp.wireguard.semaphore.uw.io/endpoint", "old"),
+                ("gcp.wireguard.semaphore.uw.io/extraCIDRs", "10.9.0.0/16"),
             ],
         );
         let m = missing(&n, &w);
-        assert_eq!(m.len(), 3);
+        // gcp's endpoint and stale claims, aws's key, endpoint and claims.
+        assert_eq!(m.len(), 5, "{m:?}");
         assert!(!m.contains_key("gcp.wireguard.semaphore.uw.io/pubKey"));
+        assert_eq!(
+            m["gcp.wireguard.semaphore.uw.io/extraCIDRs"], None,
+            "removed"
+        );
+        // An annotation that is absent and unwanted needs no patch.
+        let n = node(&[], &[]);
+        assert!(!missing(&n, &w).contains_key("gcp.wireguard.semaphore.uw.io/extraCIDRs"));
     }
 }

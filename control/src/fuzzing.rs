@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::core::v1::{Node, NodeSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
-use crate::config::{self, parse_cidr};
+use crate::config::{self, Subnets, contains, parse_cidr};
 use crate::peers::{AnnotationKeys, desired_peers};
 
 /// The config parser never panics, and what it accepts satisfies its own invariants.
@@ -19,25 +19,32 @@ pub fn config_parse(data: &[u8]) {
             for o in &c.remotes[..i] {
                 assert_ne!(o.name, r.name);
                 assert_ne!(o.listen_port, r.listen_port);
-                assert!(!config::overlaps(&o.pod_subnet, &r.pod_subnet));
+                for a in o.subnets.routed() {
+                    assert!(!r.subnets.routed().any(|b| config::overlaps(a, b)));
+                }
             }
         }
     }
 }
 
 /// Node → peer mapping on arbitrary nodes: a JSON Node list if the input is one, else
-/// nodes whose annotations and pod CIDRs are slices of the input; our own key is the
-/// last node's (so some inputs advertise it). Never panics, and the peer set is always a
-/// valid tunnel configuration: keys unique and never our own, every prefix inside the pod
-/// subnet, no two prefixes sharing an address.
+/// nodes whose annotations (key, endpoint, extra CIDRs) and pod CIDRs are lines of the
+/// input; our own key is the last node's (so some inputs advertise it). The remote is
+/// dual-stack with an extra subnet. Never panics, and the peer set is always a valid
+/// tunnel configuration: keys unique and never our own, every prefix inside the pod or
+/// extra subnets, no two prefixes sharing an address.
 pub fn node_peers(data: &[u8]) {
     let keys = AnnotationKeys::for_cluster("aws");
-    let subnet = parse_cidr("10.4.0.0/16").expect("valid");
+    let p = |s| parse_cidr(s).expect("valid");
+    let subnets = Subnets {
+        pod: vec![p("10.4.0.0/16"), p("fd00:4::/32")],
+        extra: vec![p("10.96.0.0/12")],
+    };
     let nodes: Vec<Node> = serde_json::from_slice(data).unwrap_or_else(|_| {
         let text = String::from_utf8_lossy(data);
         let parts: Vec<&str> = text.split('\n').collect();
         parts
-            .chunks(3)
+            .chunks(4)
             .enumerate()
             .map(|(i, c)| {
                 let mut ann = BTreeMap::new();
@@ -49,6 +56,9 @@ pub fn node_peers(data: &[u8]) {
                     keys.endpoint.clone(),
                     c.get(1).copied().unwrap_or_default().to_string(),
                 );
+                if let Some(extra) = c.get(3) {
+                    ann.insert(keys.extra_cidrs.clone(), extra.to_string());
+                }
                 Node {
                     metadata: ObjectMeta {
                         name: Some(format!("n{i}")),
@@ -56,7 +66,7 @@ pub fn node_peers(data: &[u8]) {
                         ..Default::default()
                     },
                     spec: Some(NodeSpec {
-                        pod_cidr: c.get(2).map(|s| s.to_string()),
+                        pod_cidrs: c.get(2).map(|s| s.split(',').map(str::to_string).collect()),
                         ..Default::default()
                     }),
                     status: None,
@@ -68,7 +78,7 @@ pub fn node_peers(data: &[u8]) {
         let ann = n.metadata.annotations.as_ref()?;
         crate::peers::parse_public_key(ann.get(&keys.public_key)?)
     });
-    let (peers, _) = desired_peers(nodes.iter(), &keys, &subnet, own);
+    let (peers, _) = desired_peers(nodes.iter(), &keys, &subnets, own);
     let mut seen = std::collections::HashSet::new();
     let mut prefixes = Vec::new();
     for p in &peers {
@@ -76,8 +86,8 @@ pub fn node_peers(data: &[u8]) {
         assert!(Some(p.public_key) != own, "our own key in the peer set");
         for n in &p.allowed_ips {
             assert!(
-                subnet.contains(n.network_address()) && n.netmask() >= subnet.netmask(),
-                "{n} escapes the subnet"
+                subnets.routed().any(|s| contains(s, n)),
+                "{n} escapes the subnets"
             );
             assert!(
                 !prefixes.iter().any(|q| crate::config::overlaps(q, n)),

@@ -6,6 +6,7 @@
 
 pub mod advertise;
 pub mod backoff;
+pub mod claim_flag;
 pub mod claims;
 pub mod config;
 #[cfg(any(test, feature = "fuzzing"))]

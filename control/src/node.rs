@@ -1,5 +1,5 @@
-//! What the agent keeps of a remote Node: its name and creation time, our two
-//! annotations, its pod CIDRs. A few hundred bytes instead of the whole object (status,
+//! What the agent keeps of a remote Node: its name and creation time, our annotations
+//! (public key, endpoint, extra CIDRs), its pod CIDRs. A few hundred bytes instead of the whole object (status,
 //! images, managed fields, every other annotation), so a remote of thousands of nodes is
 //! cheap to hold, and a change to anything else of a Node is recognised as no change.
 
@@ -13,6 +13,9 @@ pub struct AnnotationKeys {
     pub public_key: String,
     /// `<cluster>.wireguard.semaphore.uw.io/endpoint`.
     pub endpoint: String,
+    /// `<cluster>.wireguard.semaphore.uw.io/extraCIDRs`: prefixes of the cluster's
+    /// `extraSubnets` the node serves (comma-separated).
+    pub extra_cidrs: String,
 }
 
 impl AnnotationKeys {
@@ -21,6 +24,7 @@ impl AnnotationKeys {
         Self {
             public_key: format!("{cluster}.wireguard.semaphore.uw.io/pubKey"),
             endpoint: format!("{cluster}.wireguard.semaphore.uw.io/endpoint"),
+            extra_cidrs: format!("{cluster}.wireguard.semaphore.uw.io/extraCIDRs"),
         }
     }
 
@@ -42,6 +46,8 @@ pub struct RemoteNode {
     pub public_key: Option<String>,
     /// Our `endpoint` annotation, as written.
     pub endpoint: Option<String>,
+    /// Our `extraCIDRs` annotation, as written.
+    pub extra_cidrs: Option<String>,
     /// `spec.podCIDRs`, or `spec.podCIDR` when that list is empty.
     pub pod_cidrs: Vec<String>,
 }
@@ -63,6 +69,7 @@ impl RemoteNode {
             created: node.metadata.creation_timestamp.as_ref().map(|t| t.0),
             public_key: annotations.and_then(|a| a.get(&keys.public_key)).cloned(),
             endpoint: annotations.and_then(|a| a.get(&keys.endpoint)).cloned(),
+            extra_cidrs: annotations.and_then(|a| a.get(&keys.extra_cidrs)).cloned(),
             pod_cidrs,
         }
     }

@@ -1,6 +1,9 @@
 //! Pure: remote Nodes → the desired peer set of one tunnel. A node without our
 //! annotations is not a peer; a malformed one is skipped with a reason (the others still
-//! apply, unlike the original, which blocked the whole remote).
+//! apply, unlike the original, which blocked the whole remote). A peer's allowed IPs are
+//! its pod CIDRs inside the remote's pod subnet (each family the subnet has), plus what it
+//! claims of the remote's extra subnets with the `extraCIDRs` annotation; a claim that is
+//! not inside them, or that another node holds, is refused on its own.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -13,7 +16,7 @@ use ip_network::IpNetwork;
 use k8s_openapi::api::core::v1::Node;
 
 use crate::claims::Claims;
-use crate::config::{overlaps, parse_cidr};
+use crate::config::{Subnets, contains, parse_cidr};
 pub use crate::node::AnnotationKeys;
 use crate::node::RemoteNode;
 
@@ -29,7 +32,7 @@ pub struct DesiredPeer {
     pub public_key: [u8; 32],
     /// Where to reach it.
     pub endpoint: SocketAddr,
-    /// Its pod CIDRs.
+    /// Its pod CIDRs, then the extra prefixes it was granted.
     pub allowed_ips: Vec<IpNetwork>,
     /// Always [`PERSISTENT_KEEPALIVE`].
     pub persistent_keepalive: Duration,
@@ -125,6 +128,85 @@ impl fmt::Display for SkipReason {
     }
 }
 
+/// Why a prefix a node claimed with `extraCIDRs` was not given to it (the node is still a
+/// peer for the rest). The kind's snake-case name is its metric label.
+#[derive(Debug, Clone, PartialEq, Eq, strum::EnumDiscriminants)]
+#[strum_discriminants(
+    name(RefuseKind),
+    derive(strum::IntoStaticStr, strum::EnumIter, strum::EnumCount),
+    strum(serialize_all = "snake_case")
+)]
+pub enum RefuseReason {
+    /// Not a CIDR.
+    Invalid,
+    /// Not inside any of the remote's `extraSubnets`.
+    OutsideExtraSubnets,
+    /// An older node holds addresses of it.
+    Conflict {
+        /// The node that holds them.
+        holder: String,
+    },
+}
+
+impl RefuseKind {
+    /// Every kind, in declaration order.
+    pub fn all() -> impl Iterator<Item = Self> {
+        <Self as strum::IntoEnumIterator>::iter()
+    }
+
+    /// Number of kinds.
+    pub const COUNT: usize = <Self as strum::EnumCount>::COUNT;
+
+    /// Stable label for metrics.
+    pub fn label(self) -> &'static str {
+        self.into()
+    }
+
+    /// Position in [`RefuseKind::all`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+impl RefuseReason {
+    /// What kind of reason this is.
+    pub fn kind(&self) -> RefuseKind {
+        self.into()
+    }
+}
+
+impl fmt::Display for RefuseReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Invalid => f.write_str("not a CIDR"),
+            Self::OutsideExtraSubnets => f.write_str("outside the remote's extraSubnets"),
+            Self::Conflict { holder } => write!(f, "node {holder} claimed it first"),
+        }
+    }
+}
+
+/// An `extraCIDRs` claim refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refused {
+    /// The node that claimed it.
+    pub node: String,
+    /// The prefix, as written.
+    pub prefix: String,
+    /// Why.
+    pub reason: RefuseReason,
+}
+
+/// The outcome for a remote's nodes: the peers, the nodes left out, the claims refused.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PeerPlan {
+    /// Peers, sorted by node name.
+    pub peers: Vec<DesiredPeer>,
+    /// Annotated nodes left out, sorted by node name.
+    pub skipped: Vec<Skipped>,
+    /// Extra claims refused, by node name.
+    pub refused: Vec<Refused>,
+}
+
 /// A node that was left out, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Skipped {
@@ -139,32 +221,49 @@ pub struct Skipped {
 pub fn desired_peers<'a>(
     nodes: impl IntoIterator<Item = &'a Node>,
     keys: &AnnotationKeys,
-    pod_subnet: &IpNetwork,
+    subnets: &Subnets,
     own_key: Option<[u8; 32]>,
 ) -> (Vec<DesiredPeer>, Vec<Skipped>) {
     let remote: Vec<RemoteNode> = nodes
         .into_iter()
         .map(|n| RemoteNode::from_node(n, keys))
         .collect();
-    desired_peers_of(remote.iter(), pod_subnet, own_key)
+    desired_peers_of(remote.iter(), subnets, own_key)
 }
 
-/// The peers for `nodes` (sorted by node name) and the annotated nodes that were skipped.
+/// The peers for `nodes` (sorted by node name) and the annotated nodes that were skipped
+/// ([`plan_peers`] without the refused extra claims).
+pub fn desired_peers_of<'a>(
+    nodes: impl IntoIterator<Item = &'a RemoteNode>,
+    subnets: &Subnets,
+    own_key: Option<[u8; 32]>,
+) -> (Vec<DesiredPeer>, Vec<Skipped>) {
+    let plan = plan_peers(nodes, subnets, own_key);
+    (plan.peers, plan.skipped)
+}
+
+/// The peers for `nodes`, the annotated nodes that were skipped and the extra claims that
+/// were refused.
 ///
 /// The set is always a valid tunnel configuration: keys unique and not `own_key`, allowed
 /// IPs disjoint. A key advertised by two nodes is trusted for neither; a node advertising
 /// our own key is skipped; of two nodes whose pod CIDRs overlap, the older one (creation
-/// time, then name) keeps its peer and the other is skipped (`claims.rs`).
-pub fn desired_peers_of<'a>(
+/// time, then name) keeps its peer and the other is skipped; of two overlapping extra
+/// claims the older node's holds and the other is refused (`claims.rs`).
+pub fn plan_peers<'a>(
     nodes: impl IntoIterator<Item = &'a RemoteNode>,
-    pod_subnet: &IpNetwork,
+    subnets: &Subnets,
     own_key: Option<[u8; 32]>,
-) -> (Vec<DesiredPeer>, Vec<Skipped>) {
+) -> PeerPlan {
     let mut candidates = Vec::new();
     let mut skipped = Vec::new();
+    let mut refused = Vec::new();
     for node in nodes {
-        match peer_from(node, pod_subnet) {
-            Ok(Some(p)) => candidates.push((node.created, p)),
+        match peer_from(node, subnets) {
+            Ok(Some(p)) => {
+                let extra = extra_claims(node, subnets, &mut refused);
+                candidates.push((node.created, p, extra));
+            }
             Ok(None) => {}
             Err(reason) => skipped.push(Skipped {
                 node: node.name.clone(),
@@ -174,10 +273,10 @@ pub fn desired_peers_of<'a>(
     }
     // A key advertised by two nodes is trusted for neither.
     let mut by_key: HashMap<[u8; 32], Vec<String>> = HashMap::new();
-    for (_, p) in &candidates {
+    for (_, p, _) in &candidates {
         by_key.entry(p.public_key).or_default().push(p.node.clone());
     }
-    candidates.retain(|(_, p)| {
+    candidates.retain(|(_, p, _)| {
         let sharing = &by_key[&p.public_key];
         let reason = if Some(p.public_key) == own_key {
             SkipReason::OwnPublicKey
@@ -194,43 +293,89 @@ pub fn desired_peers_of<'a>(
         false
     });
     // The oldest claim to a prefix keeps it.
-    candidates.sort_by(|(ta, a), (tb, b)| {
+    candidates.sort_by(|(ta, a, _), (tb, b, _)| {
         // Nodes without a creation time (not from an API server) count as newest.
         (ta.is_none(), ta, &a.node).cmp(&(tb.is_none(), tb, &b.node))
     });
     let mut claims = Claims::new();
     let mut peers = Vec::with_capacity(candidates.len());
-    for (_, p) in candidates {
-        match claims.claim(&p.node, &p.allowed_ips) {
-            Ok(()) => peers.push(p),
-            Err(c) => skipped.push(Skipped {
+    for (_, mut p, extra) in candidates {
+        if let Err(c) = claims.claim(&p.node, &p.allowed_ips) {
+            skipped.push(Skipped {
                 node: p.node,
                 reason: SkipReason::PodCidrConflict {
                     prefix: c.prefix.to_string(),
                     holder: c.holder,
                 },
-            }),
+            });
+            continue;
         }
+        // Extra claims one by one: a refused one leaves the node's others.
+        for net in extra {
+            match claims.claim(&p.node, &[net]) {
+                Ok(()) => p.allowed_ips.push(net),
+                Err(c) => refused.push(Refused {
+                    node: p.node.clone(),
+                    prefix: net.to_string(),
+                    reason: RefuseReason::Conflict { holder: c.holder },
+                }),
+            }
+        }
+        peers.push(p);
     }
     peers.sort_by(|a, b| a.node.cmp(&b.node));
     skipped.sort_by(|a, b| a.node.cmp(&b.node));
-    (peers, skipped)
+    refused.sort_by(|a, b| a.node.cmp(&b.node));
+    PeerPlan {
+        peers,
+        skipped,
+        refused,
+    }
+}
+
+/// The prefixes of `node`'s `extraCIDRs` annotation inside the remote's extra subnets;
+/// the others go to `refused`.
+fn extra_claims(
+    node: &RemoteNode,
+    subnets: &Subnets,
+    refused: &mut Vec<Refused>,
+) -> Vec<IpNetwork> {
+    let Some(value) = &node.extra_cidrs else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for part in value.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let reason = match parse_cidr(part) {
+            None => RefuseReason::Invalid,
+            Some(net) if subnets.extra_contains(&net) => {
+                out.push(net);
+                continue;
+            }
+            Some(_) => RefuseReason::OutsideExtraSubnets,
+        };
+        refused.push(Refused {
+            node: node.name.clone(),
+            prefix: part.to_string(),
+            reason,
+        });
+    }
+    out
 }
 
 /// One node: `Ok(None)` when it does not advertise to us at all.
 pub fn peer_from_node(
     node: &Node,
     keys: &AnnotationKeys,
-    pod_subnet: &IpNetwork,
+    subnets: &Subnets,
 ) -> Result<Option<DesiredPeer>, SkipReason> {
-    peer_from(&RemoteNode::from_node(node, keys), pod_subnet)
+    peer_from(&RemoteNode::from_node(node, keys), subnets)
 }
 
-/// One node, as the agent keeps it: `Ok(None)` when it does not advertise to us at all.
-pub fn peer_from(
-    node: &RemoteNode,
-    pod_subnet: &IpNetwork,
-) -> Result<Option<DesiredPeer>, SkipReason> {
+/// One node, as the agent keeps it, with its pod CIDRs as allowed IPs (no extra claims):
+/// `Ok(None)` when it does not advertise to us at all. A pod CIDR of a family the remote's
+/// pod subnet does not have is left out (a dual-stack node of a single-stack remote); one
+/// of a family it has must lie inside it.
+pub fn peer_from(node: &RemoteNode, subnets: &Subnets) -> Result<Option<DesiredPeer>, SkipReason> {
     let (key, endpoint) = match (&node.public_key, &node.endpoint) {
         (None, None) => return Ok(None),
         (Some(k), Some(e)) => (k, e),
@@ -244,13 +389,18 @@ pub fn peer_from(
         return Err(SkipReason::NoPodCidr);
     }
     let mut allowed_ips = Vec::with_capacity(node.pod_cidrs.len());
+    let mut other_family = None;
     for c in &node.pod_cidrs {
         let net = parse_cidr(c).ok_or_else(|| SkipReason::InvalidPodCidr(c.clone()))?;
-        let inside = pod_subnet.netmask() <= net.netmask() && overlaps(pod_subnet, &net);
-        if !inside {
-            return Err(SkipReason::OutsidePodSubnet(net.to_string()));
+        match subnets.pod_of_family(&net) {
+            Some(pod) if contains(pod, &net) => allowed_ips.push(net),
+            Some(_) => return Err(SkipReason::OutsidePodSubnet(net.to_string())),
+            None => other_family = Some(net),
         }
-        allowed_ips.push(net);
+    }
+    if let (true, Some(net)) = (allowed_ips.is_empty(), other_family) {
+        // Nothing of the families the remote routes: as the original, outside the subnet.
+        return Err(SkipReason::OutsidePodSubnet(net.to_string()));
     }
     Ok(Some(DesiredPeer {
         node: node.name.clone(),
@@ -285,5 +435,7 @@ pub fn format_endpoint(ip: IpAddr, port: u16) -> String {
     SocketAddr::new(ip, port).to_string()
 }
 
+#[cfg(test)]
+mod subnet_tests;
 #[cfg(test)]
 mod tests;

@@ -127,6 +127,7 @@ pub async fn remote_client(
 ) -> Result<Client, ClientError> {
     let config = match access {
         RemoteAccess::KubeConfig(path) => from_kubeconfig(path).await?,
+        RemoteAccess::InCluster => Config::incluster().map_err(ClientError::InCluster)?,
         RemoteAccess::Token {
             api_url,
             ca_url,

@@ -7,7 +7,7 @@
 //! - A change after a quiet spell is applied at once; changes that follow within
 //!   [`DEBOUNCE`] of an apply are gathered into the next one.
 //! - Only what the agent uses of a Node is kept ([`RemoteNode`]: name, creation time, our
-//!   two annotations, the pod CIDRs); each Node is dropped as soon as it is read, the list
+//!   annotations, the pod CIDRs); each Node is dropped as soon as it is read, the list
 //!   is read in pages, and a change to anything else of a Node (a status update) is no
 //!   change at all.
 //! - The watch is retried with a jittered backoff capped at [`WATCH_RETRY_MAX`], so watches
@@ -19,7 +19,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
-use ip_network::IpNetwork;
 use k8s_openapi::api::core::v1::Node;
 use kube::Api;
 use kube::runtime::WatchStreamExt;
@@ -28,9 +27,12 @@ use tokio::sync::Notify;
 use tokio::time::{Instant, sleep_until};
 
 use crate::backoff::Backoff;
+use crate::config::Subnets;
 use crate::hold::RemovalHold;
 use crate::node::RemoteNode;
-use crate::peers::{AnnotationKeys, DesiredPeer, SkipKind, Skipped, desired_peers_of};
+use crate::peers::{
+    AnnotationKeys, DesiredPeer, RefuseKind, Refused, SkipKind, Skipped, plan_peers,
+};
 
 /// Where a remote's desired peers go (the binary implements it over the dataplane).
 pub trait PeerSink: Send + Sync + 'static {
@@ -81,6 +83,9 @@ pub struct SyncStatus {
     pub skipped_total: [AtomicU64; SkipKind::COUNT],
     /// The nodes skipped in the last sync.
     pub skipped_now: Mutex<Vec<Skipped>>,
+    /// `extraCIDRs` claims refused, by [`RefuseKind::index`] (counted per sync in which
+    /// they were refused and had changed).
+    pub refused_total: [AtomicU64; RefuseKind::COUNT],
     /// What keeps the remote from syncing now (cleared by a successful apply).
     pub problem: Mutex<Option<String>>,
 }
@@ -93,8 +98,10 @@ pub struct RemoteSync {
     pub device: String,
     /// Keys under which remote nodes advertise to our (local) cluster.
     pub keys: AnnotationKeys,
-    /// The remote's pod subnet.
-    pub pod_subnet: IpNetwork,
+    /// The remote's pod and extra subnets.
+    pub subnets: Subnets,
+    /// A node that is never a peer: ourselves, in the in-cluster mesh.
+    pub skip_node: Option<String>,
     /// Full re-apply period (zero = off).
     pub resync: Duration,
     /// Our public key for this remote: a node advertising it is skipped.
@@ -163,6 +170,7 @@ impl RemoteSync {
         let mut resync = (!self.resync.is_zero())
             .then(|| tokio::time::interval_at(Instant::now() + self.resync, self.resync));
         let mut last_skipped: Vec<Skipped> = Vec::new();
+        let mut last_refused: Vec<Refused> = Vec::new();
         // The nodes by name, and the next generation while a (re)list is under way.
         let mut store: HashMap<String, RemoteNode> = HashMap::new();
         let mut listing: Option<HashMap<String, RemoteNode>> = None;
@@ -227,13 +235,20 @@ impl RemoteSync {
                 _ = sleep_until(wake), if due.is_some() => {
                     due = None;
                     last_apply = Some(Instant::now());
-                    let (peers, skipped) = desired_peers_of(store.values(), &self.pod_subnet, self.own_key);
+                    let nodes = store.values().filter(|n| self.skip_node.as_ref() != Some(&n.name));
+                    let plan = plan_peers(nodes, &self.subnets, self.own_key);
+                    let (peers, skipped) = (plan.peers, plan.skipped);
                     for s in skipped.iter().filter(|s| !last_skipped.contains(s)) {
                         tracing::warn!(cluster = %self.cluster, device = %self.device, node = %s.node, reason = %s.reason, "skipping node");
                         status.skipped_total[s.reason.kind().index()].fetch_add(1, Relaxed);
                     }
+                    for r in plan.refused.iter().filter(|r| !last_refused.contains(r)) {
+                        tracing::warn!(cluster = %self.cluster, device = %self.device, node = %r.node, prefix = %r.prefix, reason = %r.reason, "refusing an extraCIDRs claim");
+                        status.refused_total[r.reason.kind().index()].fetch_add(1, Relaxed);
+                    }
                     *status.skipped_now.lock().unwrap_or_else(|e| e.into_inner()) = skipped.clone();
                     last_skipped = skipped;
+                    last_refused = plan.refused;
                     let held = hold.plan(&sink.current_keys(), &peers, Instant::now());
                     let was_held = status.held_removals.swap(held.keys.len(), Relaxed);
                     if !held.keys.is_empty() && was_held == 0 {

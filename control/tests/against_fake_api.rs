@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use common::*;
 use control::advertise::{self, Advert, AdvertStatus};
-use control::config::{RemoteAccess, parse_cidr};
+use control::config::{RemoteAccess, Subnets, parse_cidr};
 use control::http_metrics::RequestCounts;
 use control::peers::AnnotationKeys;
 use control::sync::{PeerSink, RemoteSync, SyncStatus};
@@ -83,7 +83,8 @@ async fn sync_applies_after_the_initial_list_and_follows_changes() {
         cluster: "gcp".into(),
         device: "wireguard.gcp".into(),
         keys: AnnotationKeys::for_cluster("aws"),
-        pod_subnet: parse_cidr("10.4.0.0/16").unwrap(),
+        subnets: Subnets::pod_only(parse_cidr("10.4.0.0/16").unwrap()),
+        skip_node: None,
         resync: Duration::ZERO,
         own_key: None,
         mass_removal_grace: Duration::ZERO,
@@ -168,10 +169,11 @@ async fn advertiser_patches_and_reasserts() {
         .await
         .unwrap();
     let status = Arc::new(AdvertStatus::default());
-    let (_adverts_tx, adverts) = tokio::sync::watch::channel(vec![Advert {
+    let (adverts_tx, adverts) = tokio::sync::watch::channel(vec![Advert {
         remote: "gcp".into(),
         public_key: KEY1.into(),
         port: 51821,
+        extra_cidrs: Vec::new(),
     }]);
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(advertise::run(
@@ -216,6 +218,16 @@ async fn advertiser_patches_and_reasserts() {
             == Some(KEY1)
     })
     .await;
+    // Claims (`--advertise-cidrs`) are published, and withdrawn when they go.
+    let claims_key = "gcp.wireguard.semaphore.uw.io/extraCIDRs";
+    adverts_tx.send_modify(|a| a[0].extra_cidrs = vec!["10.96.0.0/12".parse().unwrap()]);
+    eventually("claims published", || {
+        ann(&s).get(claims_key).map(String::as_str) == Some("10.96.0.0/12")
+    })
+    .await;
+    adverts_tx.send_modify(|a| a[0].extra_cidrs.clear());
+    eventually("claims withdrawn", || !ann(&s).contains_key(claims_key)).await;
+    assert_eq!(ann(&s)["gcp.wireguard.semaphore.uw.io/pubKey"], KEY1);
     let _ = stop_tx.send(());
     tokio::time::timeout(Duration::from_secs(5), task)
         .await
@@ -256,6 +268,7 @@ async fn the_advertised_endpoint_follows_the_endpoint_source() {
             remote: "gcp".into(),
             public_key: KEY1.into(),
             port: 51821,
+            extra_cidrs: Vec::new(),
         }]);
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(advertise::run(

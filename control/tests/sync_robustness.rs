@@ -8,7 +8,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
 use common::*;
-use control::config::parse_cidr;
+use control::config::{Subnets, parse_cidr};
 use control::http_metrics::RequestCounts;
 use control::peers::AnnotationKeys;
 use control::sync::{PeerSink, RemoteSync, SyncStatus};
@@ -24,7 +24,8 @@ fn sync(grace: Duration) -> RemoteSync {
         cluster: "gcp".into(),
         device: "wireguard.gcp".into(),
         keys: AnnotationKeys::for_cluster("aws"),
-        pod_subnet: parse_cidr("10.4.0.0/16").unwrap(),
+        subnets: Subnets::pod_only(parse_cidr("10.4.0.0/16").unwrap()),
+        skip_node: None,
         resync: Duration::ZERO,
         own_key: None,
         mass_removal_grace: grace,

@@ -1,29 +1,55 @@
 # The seed's two-cluster scenario, shared by the e2e test and the demo. Sourced after
-# lib.sh. Cluster aws (pods 10.2.0.0/16) and gcp (pods 10.4.0.0/16), two nodes each,
-# each cluster with its own fake API server; every node runs the real agent in run mode,
-# in its own network namespace and its own mount namespace (so each node has a private
-# /var/run/wireguard, as separate hosts would); every node has a "pod" behind a veth.
+# lib.sh. Cluster aws (pods 10.2.0.0/16) and gcp (pods 10.4.0.0/16), two nodes each
+# (NODES may name a third: aws3, gcp3), each cluster with its own fake API server; every
+# node runs the real agent in run mode, in its own network namespace and its own mount
+# namespace (so each node has a private /var/run/wireguard, as separate hosts would);
+# every node has a "pod" behind a veth. Set before clusters_up:
+#   MESH=1        every agent also meshes its own cluster (a remote named after it)
+#   DUAL_STACK=1  nodes get an IPv6 pod CIDR too (fd00:<c>:<n>::/64), pods an IPv6 address,
+#                 and pod subnets are "10.x.0.0/16,fd00:x::/32"
+#   NAT_NODE=gcp3 that node sits behind a masquerading router (192.168.240.9); its
+#                 InternalIP is 172.16.9.2, which the other cluster cannot reach
+#   RESYNC=30s    every remote's resyncPeriod
 
 : "${FAKE_APISERVER_BIN:?set FAKE_APISERVER_BIN to the fake-apiserver binary}"
 NS_NET="swg-$RID-net"
-NODES="aws1 aws2 gcp1 gcp2"
+NODES=${NODES:-"aws1 aws2 gcp1 gcp2"}
+MESH=${MESH:-}
+DUAL_STACK=${DUAL_STACK:-}
+NAT_NODE=${NAT_NODE:-}
+RESYNC=${RESYNC:-30s}
+NAT_PUBLIC_IP=192.168.240.9
 TOKEN_aws="aws-token-$RID"
 TOKEN_gcp="gcp-token-$RID"
 API_aws="http://192.168.240.100:6443"
 API_gcp="http://192.168.240.101:6443"
 
-node_ip() { case $1 in aws1) echo 192.168.240.1 ;; aws2) echo 192.168.240.2 ;; gcp1) echo 192.168.240.3 ;; gcp2) echo 192.168.240.4 ;; gcp3) echo 192.168.240.5 ;; esac; }
-pod_cidr() { case $1 in aws1) echo 10.2.1.0/24 ;; aws2) echo 10.2.2.0/24 ;; gcp1) echo 10.4.1.0/24 ;; gcp2) echo 10.4.2.0/24 ;; gcp3) echo 10.4.3.0/24 ;; esac; }
+node_ip() {
+    [ "$1" = "$NAT_NODE" ] && { echo 172.16.9.2; return; }
+    case $1 in aws1) echo 192.168.240.1 ;; aws2) echo 192.168.240.2 ;; gcp1) echo 192.168.240.3 ;; gcp2) echo 192.168.240.4 ;; gcp3) echo 192.168.240.5 ;; aws3) echo 192.168.240.6 ;; esac
+}
+pod_cidr() { case $1 in aws1) echo 10.2.1.0/24 ;; aws2) echo 10.2.2.0/24 ;; aws3) echo 10.2.3.0/24 ;; gcp1) echo 10.4.1.0/24 ;; gcp2) echo 10.4.2.0/24 ;; gcp3) echo 10.4.3.0/24 ;; esac; }
 pod_ip() { local c; c=$(pod_cidr "$1"); echo "${c%.0/24}.10"; }
+# pod_cidr6 NODE: 10.<c>.<n>.0/24 -> fd00:<c>:<n>::/64; pod_ip6: its ::10.
+pod_cidr6() { local c; c=$(pod_cidr "$1"); c=${c%.0/24}; c=${c#10.}; echo "fd00:${c/./:}::/64"; }
+pod_ip6() { local c; c=$(pod_cidr6 "$1"); echo "${c%/64}10"; }
 cluster_of() { echo "${1%[0-9]}"; }
 other_cluster() { [ "$(cluster_of "$1")" = aws ] && echo gcp || echo aws; }
+# cluster_subnet CLUSTER: its pod subnet as the config names it.
+cluster_subnet() {
+    local n
+    [ "$1" = aws ] && n=2 || n=4
+    if [ -n "$DUAL_STACK" ]; then echo "10.$n.0.0/16,fd00:$n::/32"; else echo "10.$n.0.0/16"; fi
+}
 node_ns() { echo "swg-$RID-$1"; }
 pod_ns() { echo "swg-$RID-$1p"; }
 
 # node_json NAME: a Node object as kubelet would have registered it.
 node_json() {
-    printf '{"apiVersion":"v1","kind":"Node","metadata":{"name":"%s","labels":{"kubernetes.io/hostname":"%s"}},"spec":{"podCIDR":"%s","podCIDRs":["%s"]},"status":{"addresses":[{"type":"InternalIP","address":"%s"},{"type":"Hostname","address":"%s"}]}}' \
-        "$1" "$1" "$(pod_cidr "$1")" "$(pod_cidr "$1")" "$(node_ip "$1")" "$1"
+    local cidrs="\"$(pod_cidr "$1")\""
+    [ -n "$DUAL_STACK" ] && cidrs="$cidrs,\"$(pod_cidr6 "$1")\""
+    printf '{"apiVersion":"v1","kind":"Node","metadata":{"name":"%s","labels":{"kubernetes.io/hostname":"%s"}},"spec":{"podCIDR":"%s","podCIDRs":[%s]},"status":{"addresses":[{"type":"InternalIP","address":"%s"},{"type":"Hostname","address":"%s"}]}}' \
+        "$1" "$1" "$(pod_cidr "$1")" "$cidrs" "$(node_ip "$1")" "$1"
 }
 
 # api CLUSTER METHOD PATH [BODY]: a request to a cluster's fake API server (with its token).
@@ -77,19 +103,22 @@ KC
 
 # agent_config NODE: the seed's config style, for a node of either cluster. A test may
 # add remotes for one node with EXTRA_REMOTES_<node> (JSON objects, comma first), and
-# fields to its remote with REMOTE_EXTRA_<node> (comma first).
+# fields to its remote with REMOTE_EXTRA_<node> (comma first). With MESH, the mesh of its
+# own cluster: a remote named after the local cluster, no access fields (the local
+# cluster's kubeconfig is used), port 51821.
 agent_config() {
-    local local_c remote_c subnet
+    local local_c remote_c mesh=""
     local_c=$(cluster_of "$1")
     remote_c=$(other_cluster "$1")
-    [ "$remote_c" = gcp ] && subnet=10.4.0.0/16 || subnet=10.2.0.0/16
+    [ -n "$MESH" ] && mesh=", { \"name\": \"$local_c\", \"podSubnet\": \"$(cluster_subnet "$local_c")\", \"wgListenPort\": 51821, \"resyncPeriod\": \"$RESYNC\" }"
     cat <<CFG
 {
   "local": { "name": "$local_c", "kubeConfigPath": "$TMP/$local_c.kubeconfig" },
   "remotes": [
     { "name": "$remote_c", "kubeConfigPath": "$TMP/$remote_c.kubeconfig",
-      "podSubnet": "$subnet", "wgDeviceMTU": 1420, "wgListenPort": 51820, "resyncPeriod": "30s"
+      "podSubnet": "$(cluster_subnet "$remote_c")", "wgDeviceMTU": 1420, "wgListenPort": 51820, "resyncPeriod": "$RESYNC"
       $(eval echo "\${REMOTE_EXTRA_$1:-}") }
+      $mesh
       $(eval echo "\${EXTRA_REMOTES_$1:-}")
   ]
 }
@@ -105,7 +134,7 @@ in_node() {
 
 # start_agent NODE [no-tun]: the real binary in run mode ("no-tun": in a mount namespace
 # where /dev/net/tun is /dev/null, so that it cannot open a TUN device), with the
-# variables in AGENT_ENV ("NAME=value ...") if set.
+# variables in AGENT_ENV and AGENT_ENV_<node> ("NAME=value ...") if set.
 start_agent() {
     local n=$1 hide=/dev/null
     [ "${2:-}" = no-tun ] && hide=/dev/net/tun
@@ -113,7 +142,7 @@ start_agent() {
     agent_config "$n" >"$TMP/$n/config.json"
     # Not through in_node: $! must be the agent itself (each step execs the next).
     ip netns exec "$(node_ns "$n")" unshare -m sh -c 'mount --bind "$0" /var/run/wireguard && mount --bind /dev/null "$1" && shift && exec "$@"' "$TMP/$n/run" "$hide" \
-        env SWG_NODE_NAME="$n" ${AGENT_ENV:-} "$SWG_BIN" -clusters-config "$TMP/$n/config.json" \
+        env SWG_NODE_NAME="$n" ${AGENT_ENV:-} $(eval echo "\${AGENT_ENV_$n:-}") "$SWG_BIN" -clusters-config "$TMP/$n/config.json" \
         -wg-key-path "$TMP/$n/keys" -listen-address 127.0.0.1:7773 -log-level debug >>"$TMP/$n/agent.log" 2>&1 &
     _pids+=("$!")
     eval "AGENT_PID_$n=$!"
@@ -155,6 +184,26 @@ wait_for() {
 
 ready() { [ "$(http_get "$1" /readyz | cut -d' ' -f1)" = 200 ]; }
 
+# nat_router_up NODE_NS: the node behind a masquerading router (its own namespace, on the
+# bridge as $NAT_PUBLIC_IP); the node is 172.16.9.2 with the router as default gateway.
+nat_router_up() {
+    local ns=$1 nat="swg-$RID-nat"
+    new_ns "$nat"
+    ip link add "u${RID}nat" type veth peer name eth0 netns "$nat"
+    ip link set "u${RID}nat" netns "$NS_NET"
+    ip -n "$NS_NET" link set "u${RID}nat" master br0 up
+    ip -n "$nat" addr add "$NAT_PUBLIC_IP/24" dev eth0
+    ip -n "$nat" link set eth0 up
+    ip link add "n${RID}in" netns "$nat" type veth peer name eth0 netns "$ns"
+    ip -n "$nat" addr add 172.16.9.1/24 dev "n${RID}in"
+    ip -n "$nat" link set "n${RID}in" up
+    ip -n "$ns" addr add 172.16.9.2/24 dev eth0
+    ip -n "$ns" link set eth0 up
+    ip -n "$ns" route add default via 172.16.9.1
+    ip netns exec "$nat" sysctl -qw net.ipv4.ip_forward=1
+    ip netns exec "$nat" iptables -t nat -A POSTROUTING -o eth0 -j MASQUERADE
+}
+
 peer_count() { in_node "$1" wg show "wireguard.$(other_cluster "$1")" peers | wc -l; }
 
 # clusters_up: the whole topology, both API servers, all agents, all pods.
@@ -187,11 +236,15 @@ clusters_up() {
         pns=$(pod_ns "$n")
         new_ns "$ns"
         new_ns "$pns"
-        ip link add "u$RID$n" type veth peer name eth0 netns "$ns"
-        ip link set "u$RID$n" netns "$NS_NET"
-        ip -n "$NS_NET" link set "u$RID$n" master br0 up
-        ip -n "$ns" addr add "$(node_ip "$n")/24" dev eth0
-        ip -n "$ns" link set eth0 up
+        if [ "$n" = "$NAT_NODE" ]; then
+            nat_router_up "$ns"
+        else
+            ip link add "u$RID$n" type veth peer name eth0 netns "$ns"
+            ip link set "u$RID$n" netns "$NS_NET"
+            ip -n "$NS_NET" link set "u$RID$n" master br0 up
+            ip -n "$ns" addr add "$(node_ip "$n")/24" dev eth0
+            ip -n "$ns" link set eth0 up
+        fi
         ip netns exec "$ns" sysctl -qw net.ipv4.ip_forward=1
         ip link add "p$RID$n" netns "$ns" type veth peer name eth0 netns "$pns"
         local gw
@@ -201,6 +254,12 @@ clusters_up() {
         ip -n "$pns" addr add "$(pod_ip "$n")/24" dev eth0
         ip -n "$pns" link set eth0 up
         ip -n "$pns" route add default via "$gw"
+        if [ -n "$DUAL_STACK" ]; then
+            ip netns exec "$ns" sysctl -qw net.ipv6.conf.all.forwarding=1
+            ip -n "$ns" addr add "$(pod_ip6 "$n" | sed 's/::10$/::1/')/64" dev "p$RID$n" nodad
+            ip -n "$pns" addr add "$(pod_ip6 "$n")/64" dev eth0 nodad
+            ip -n "$pns" -6 route add default via "$(pod_ip6 "$n" | sed 's/::10$/::1/')"
+        fi
     done
     wait_for 10 "fake API servers" api aws GET /api/v1/nodes
     wait_for 10 "fake API servers" api gcp GET /api/v1/nodes

@@ -138,7 +138,17 @@ pub enum ConfigError {
         /// The earlier remote.
         other: String,
     },
-    /// Two remotes whose pod subnets share addresses.
+    /// A `podSubnet` with two prefixes of one family.
+    #[error(
+        "{field}: {value:?} holds two prefixes of one address family (at most one IPv4 and one IPv6, comma-separated)"
+    )]
+    PodSubnetFamilies {
+        /// The field.
+        field: String,
+        /// Its value.
+        value: String,
+    },
+    /// Two subnets (of two remotes, or of one) that share addresses.
     #[error("{field}: {subnet} overlaps {other_subnet} of {other}")]
     OverlappingSubnets {
         /// The later remote's field.

@@ -1,7 +1,9 @@
 //! The clusters config file: the Go original's JSON schema and defaults, with its gaps
 //! closed. A kubeconfig-only remote works; duplicate names, duplicate ports, overlapping
-//! pod subnets and device names over 15 bytes are refused with a message naming the
-//! field; unknown fields are reported as warnings.
+//! subnets and device names over 15 bytes are refused with a message naming the field;
+//! unknown fields are reported as warnings. Beyond the original: a remote named after the
+//! local cluster (the in-cluster mesh, reached with the local cluster's credentials), a
+//! dual-stack `podSubnet`, `extraSubnets` and `wgDeviceName`.
 
 use std::time::Duration;
 
@@ -11,9 +13,11 @@ use serde_json::Value;
 
 mod duration;
 mod error;
+mod subnets;
 
 pub use duration::{DurationError, parse_go_duration};
 pub use error::ConfigError;
+pub use subnets::{Subnets, contains};
 
 /// Default MTU of each WireGuard device.
 pub const DEFAULT_MTU: u16 = 1420;
@@ -60,6 +64,9 @@ pub enum RemoteAccess {
         /// `remoteSATokenPath`.
         token_path: String,
     },
+    /// The service account of the pod (in-cluster configuration): the in-cluster mesh's
+    /// access when the local cluster has no kubeconfig.
+    InCluster,
 }
 
 /// One remote cluster.
@@ -69,8 +76,10 @@ pub struct RemoteCluster {
     pub name: String,
     /// How to reach its API server.
     pub access: RemoteAccess,
-    /// Its pod subnet, routed through our device.
-    pub pod_subnet: IpNetwork,
+    /// Its pod subnet (one prefix per family) and extra subnets, routed through our device.
+    pub subnets: Subnets,
+    /// Named after the local cluster: the nodes of our own cluster, ourselves excluded.
+    pub mesh: bool,
     /// Device MTU.
     pub mtu: u16,
     /// Device UDP port.
@@ -140,6 +149,8 @@ struct RawRemote {
     mass_removal_grace_period: Option<Value>,
     #[serde(default)]
     wg_device_name: String,
+    #[serde(default)]
+    extra_subnets: Vec<String>,
 }
 
 const TOP_FIELDS: &[&str] = &["local", "remotes"];
@@ -156,6 +167,7 @@ const REMOTE_FIELDS: &[&str] = &[
     "resyncPeriod",
     "massRemovalGracePeriod",
     "wgDeviceName",
+    "extraSubnets",
 ];
 
 /// Parses and validates a config file's contents. Returns the config and warnings (unknown
@@ -257,6 +269,7 @@ fn validate(raw: RawConfig) -> Result<ClustersConfig, ConfigError> {
             check_device_name(&format!("{at}.wgDeviceName"), &r.wg_device_name)?;
             r.wg_device_name.clone()
         };
+        let mesh = r.name == raw.local.name;
         let access = if !r.kube_config_path.is_empty() {
             RemoteAccess::KubeConfig(r.kube_config_path)
         } else if !r.remote_api_url.is_empty()
@@ -268,16 +281,21 @@ fn validate(raw: RawConfig) -> Result<ClustersConfig, ConfigError> {
                 ca_url: r.remote_ca_url,
                 token_path: r.remote_sa_token_path,
             }
+        } else if mesh {
+            // Our own cluster: the local cluster's credentials.
+            match raw.local.kube_config_path.as_str() {
+                "" => RemoteAccess::InCluster,
+                path => RemoteAccess::KubeConfig(path.to_string()),
+            }
         } else {
             return Err(ConfigError::NoRemoteAccess { at });
         };
         if r.pod_subnet.is_empty() {
             return Err(ConfigError::MissingPodSubnet { at });
         }
-        let pod_subnet = parse_cidr(&r.pod_subnet).ok_or_else(|| ConfigError::InvalidCidr {
-            field: format!("{at}.podSubnet"),
-            value: r.pod_subnet.clone(),
-        })?;
+        let pod = subnets::parse_pod_subnet(&at, &r.pod_subnet)?;
+        let extra = subnets::parse_extra(&at, &r.extra_subnets, &pod)?;
+        let subnets = Subnets { pod, extra };
         let mtu = match r.wg_device_mtu {
             0 => DEFAULT_MTU,
             m @ 576..=65535 => m as u16,
@@ -335,19 +353,27 @@ fn validate(raw: RawConfig) -> Result<ClustersConfig, ConfigError> {
                     other: prev,
                 });
             }
-            if overlaps(&other.pod_subnet, &pod_subnet) {
-                return Err(ConfigError::OverlappingSubnets {
-                    field: format!("{at}.podSubnet"),
-                    subnet: pod_subnet,
-                    other_subnet: other.pod_subnet,
-                    other: prev,
-                });
+            for subnet in subnets.routed() {
+                if let Some(other_subnet) = other.subnets.routed().find(|o| overlaps(o, subnet)) {
+                    let which = if subnets.pod.contains(subnet) {
+                        "podSubnet"
+                    } else {
+                        "extraSubnets"
+                    };
+                    return Err(ConfigError::OverlappingSubnets {
+                        field: format!("{at}.{which}"),
+                        subnet: *subnet,
+                        other_subnet: *other_subnet,
+                        other: prev,
+                    });
+                }
             }
         }
         remotes.push(RemoteCluster {
             name: r.name,
             access,
-            pod_subnet,
+            subnets,
+            mesh,
             mtu,
             listen_port,
             resync_period,

@@ -45,7 +45,11 @@ fn full_parse_with_defaults() {
         (1420, 51820, Duration::ZERO)
     );
     assert_eq!(r.access, RemoteAccess::KubeConfig("/etc/kube/c3".into()));
-    assert_eq!(r.pod_subnet.to_string(), "10.5.0.0/16");
+    assert_eq!(
+        r.subnets,
+        Subnets::pod_only(parse_cidr("10.5.0.0/16").unwrap())
+    );
+    assert!(!r.mesh);
 }
 
 #[test]
@@ -254,6 +258,67 @@ fn wg_device_name_is_checked() {
     assert!(
         e.contains("remotes[1].wgDeviceName")
             && e.contains("\"wg-x\" is already used by remotes[0]"),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_remote_named_after_the_local_cluster_is_the_mesh() {
+    // No access fields: the local cluster's kubeconfig, or in-cluster without one.
+    let text = r#"{"local":{"name":"aws","kubeConfigPath":"/k/local"},"remotes":[
+        {"name":"gcp","kubeConfigPath":"/k/gcp","podSubnet":"10.4.0.0/16"},
+        {"name":"aws","podSubnet":"10.2.0.0/16","wgListenPort":51821}]}"#;
+    let (c, _) = parse(text).unwrap();
+    assert!(!c.remotes[0].mesh);
+    assert!(c.remotes[1].mesh);
+    assert_eq!(
+        c.remotes[1].access,
+        RemoteAccess::KubeConfig("/k/local".into())
+    );
+    assert_eq!(c.remotes[1].device_name(), "wireguard.aws");
+    let (c, _) = parse(&text.replace(r#","kubeConfigPath":"/k/local""#, "")).unwrap();
+    assert_eq!(c.remotes[1].access, RemoteAccess::InCluster);
+    // Other remotes still need their access.
+    let e = parse_err(&text.replace(r#""kubeConfigPath":"/k/gcp","#, ""));
+    assert!(e.starts_with("Insufficient configuration"), "{e}");
+}
+
+#[test]
+fn dual_stack_pod_subnets_and_extra_subnets() {
+    let (c, _) = parse(
+        &one_remote(r#","extraSubnets":["10.96.0.0/12","192.168.9.0/24"]"#)
+            .replace("10.0.0.0/16", "10.0.0.0/16,fd00:4::/48"),
+    )
+    .unwrap();
+    let s = &c.remotes[0].subnets;
+    assert_eq!(
+        s.pod,
+        [
+            parse_cidr("10.0.0.0/16").unwrap(),
+            parse_cidr("fd00:4::/48").unwrap()
+        ]
+    );
+    assert_eq!(s.extra.len(), 2);
+    assert_eq!(s.routed().count(), 4);
+    let e = parse_err(&one_remote("").replace("10.0.0.0/16", "10.0.0.0/16,10.1.0.0/16"));
+    assert!(
+        e.contains("remotes[0].podSubnet") && e.contains("one address family"),
+        "{e}"
+    );
+    let e = parse_err(&one_remote(r#","extraSubnets":["10.0.5.0/24"]"#));
+    assert_eq!(
+        e,
+        "remotes[0].extraSubnets[0]: 10.0.5.0/24 overlaps 10.0.0.0/16 of remotes[0].podSubnet"
+    );
+    let e = parse_err(&one_remote(r#","extraSubnets":"10.96.0.0/12""#));
+    assert!(e.starts_with("invalid config"), "{e}");
+    // Another remote's extra subnet may not overlap this one's either.
+    let two = r#"{"local":{"name":"l"},"remotes":[
+        {"name":"x","kubeConfigPath":"k","podSubnet":"10.0.0.0/16","extraSubnets":["10.96.0.0/12"]},
+        {"name":"y","kubeConfigPath":"k","podSubnet":"10.1.0.0/16","wgListenPort":51821,"extraSubnets":["10.100.0.0/16"]}]}"#;
+    let e = parse_err(two);
+    assert!(
+        e.starts_with("remotes[1].extraSubnets: 10.100.0.0/16 overlaps 10.96.0.0/12"),
         "{e}"
     );
 }

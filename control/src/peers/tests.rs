@@ -8,8 +8,8 @@ use super::*;
 const KEY_A: &str = "khSDFVjOxtkTKhuucfKihpbk697ckcY6tfmeUrtHtX0=";
 const KEY_B: &str = "Po+eOjaDgwxInV0MdfGgVDB/X2+87hMMDgZurYCi3WQ=";
 
-fn subnet() -> IpNetwork {
-    parse_cidr("10.4.0.0/16").unwrap()
+fn subnet() -> Subnets {
+    Subnets::pod_only(parse_cidr("10.4.0.0/16").unwrap())
 }
 
 fn keys() -> AnnotationKeys {

@@ -16,6 +16,11 @@ pub struct AnnotationKeys {
     /// `<cluster>.wireguard.semaphore.uw.io/extraCIDRs`: prefixes of the cluster's
     /// `extraSubnets` the node serves (comma-separated).
     pub extra_cidrs: String,
+    /// `<cluster>.wireguard.semaphore.uw.io/gateway`: the node is the elected gateway
+    /// towards `cluster` since this time (RFC 3339).
+    pub gateway: String,
+    /// The label a node needs for its gateway claim to count (none: no claim counts).
+    pub gateway_label: Option<crate::config::NodeLabel>,
 }
 
 impl AnnotationKeys {
@@ -25,7 +30,15 @@ impl AnnotationKeys {
             public_key: format!("{cluster}.wireguard.semaphore.uw.io/pubKey"),
             endpoint: format!("{cluster}.wireguard.semaphore.uw.io/endpoint"),
             extra_cidrs: format!("{cluster}.wireguard.semaphore.uw.io/extraCIDRs"),
+            gateway: format!("{cluster}.wireguard.semaphore.uw.io/gateway"),
+            gateway_label: None,
         }
+    }
+
+    /// The same keys; gateway claims count from nodes with `label`.
+    pub fn with_gateway_label(mut self, label: crate::config::NodeLabel) -> Self {
+        self.gateway_label = Some(label);
+        self
     }
 
     /// What every key of this cluster starts with: `<cluster>.wireguard.semaphore.uw.io/`.
@@ -48,6 +61,10 @@ pub struct RemoteNode {
     pub endpoint: Option<String>,
     /// Our `extraCIDRs` annotation, as written.
     pub extra_cidrs: Option<String>,
+    /// Our `gateway` annotation (an election time), as written.
+    pub gateway_claim: Option<String>,
+    /// The node carries the gateway label.
+    pub gateway_labelled: bool,
     /// `spec.podCIDRs`, or `spec.podCIDR` when that list is empty.
     pub pod_cidrs: Vec<String>,
 }
@@ -70,6 +87,11 @@ impl RemoteNode {
             public_key: annotations.and_then(|a| a.get(&keys.public_key)).cloned(),
             endpoint: annotations.and_then(|a| a.get(&keys.endpoint)).cloned(),
             extra_cidrs: annotations.and_then(|a| a.get(&keys.extra_cidrs)).cloned(),
+            gateway_claim: annotations.and_then(|a| a.get(&keys.gateway)).cloned(),
+            gateway_labelled: keys
+                .gateway_label
+                .as_ref()
+                .is_some_and(|l| l.matches(node.metadata.labels.as_ref())),
             pod_cidrs,
         }
     }

@@ -20,6 +20,12 @@ use crate::config::{Subnets, contains, parse_cidr};
 pub use crate::node::AnnotationKeys;
 use crate::node::RemoteNode;
 
+mod extra;
+mod gateway;
+
+pub use extra::{RefuseKind, RefuseReason, Refused};
+use extra::extra_claims;
+
 /// Keepalive for every peer, as in the original.
 pub const PERSISTENT_KEEPALIVE: Duration = Duration::from_secs(25);
 
@@ -63,6 +69,14 @@ pub enum SkipReason {
     DuplicatePublicKey(String),
     /// The node advertises this node's own public key (copied, or a misconfiguration).
     OwnPublicKey,
+    /// A gateway claim from a node without the gateway label.
+    GatewayWithoutLabel,
+    /// A gateway claim that is not an election time.
+    InvalidGatewayClaim(String),
+    /// A gateway claim older than another gateway's (a leftover of an earlier election).
+    SupersededGateway(String),
+    /// The remote runs in gateway mode: its other nodes are reached through the gateway.
+    BehindGateway(String),
     /// A pod CIDR (or other claimed prefix) that equals, contains or lies inside a prefix
     /// an older node already holds.
     PodCidrConflict {
@@ -120,80 +134,20 @@ impl fmt::Display for SkipReason {
                 write!(f, "node {other} advertises the same public key")
             }
             Self::OwnPublicKey => f.write_str("the node advertises this node's own public key"),
+            Self::GatewayWithoutLabel => {
+                f.write_str("the node claims to be the gateway but lacks the gateway label")
+            }
+            Self::InvalidGatewayClaim(v) => write!(f, "invalid gateway claim {v:?}"),
+            Self::SupersededGateway(by) => {
+                write!(f, "an older gateway claim (node {by} was elected later)")
+            }
+            Self::BehindGateway(gw) => write!(f, "reached through the remote's gateway {gw}"),
             Self::PodCidrConflict { prefix, holder } => write!(
                 f,
                 "{prefix} overlaps a prefix of node {holder}, which claimed it first"
             ),
         }
     }
-}
-
-/// Why a prefix a node claimed with `extraCIDRs` was not given to it (the node is still a
-/// peer for the rest). The kind's snake-case name is its metric label.
-#[derive(Debug, Clone, PartialEq, Eq, strum::EnumDiscriminants)]
-#[strum_discriminants(
-    name(RefuseKind),
-    derive(strum::IntoStaticStr, strum::EnumIter, strum::EnumCount),
-    strum(serialize_all = "snake_case")
-)]
-pub enum RefuseReason {
-    /// Not a CIDR.
-    Invalid,
-    /// Not inside any of the remote's `extraSubnets`.
-    OutsideExtraSubnets,
-    /// An older node holds addresses of it.
-    Conflict {
-        /// The node that holds them.
-        holder: String,
-    },
-}
-
-impl RefuseKind {
-    /// Every kind, in declaration order.
-    pub fn all() -> impl Iterator<Item = Self> {
-        <Self as strum::IntoEnumIterator>::iter()
-    }
-
-    /// Number of kinds.
-    pub const COUNT: usize = <Self as strum::EnumCount>::COUNT;
-
-    /// Stable label for metrics.
-    pub fn label(self) -> &'static str {
-        self.into()
-    }
-
-    /// Position in [`RefuseKind::all`].
-    pub fn index(self) -> usize {
-        self as usize
-    }
-}
-
-impl RefuseReason {
-    /// What kind of reason this is.
-    pub fn kind(&self) -> RefuseKind {
-        self.into()
-    }
-}
-
-impl fmt::Display for RefuseReason {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Invalid => f.write_str("not a CIDR"),
-            Self::OutsideExtraSubnets => f.write_str("outside the remote's extraSubnets"),
-            Self::Conflict { holder } => write!(f, "node {holder} claimed it first"),
-        }
-    }
-}
-
-/// An `extraCIDRs` claim refused.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Refused {
-    /// The node that claimed it.
-    pub node: String,
-    /// The prefix, as written.
-    pub prefix: String,
-    /// Why.
-    pub reason: RefuseReason,
 }
 
 /// The outcome for a remote's nodes: the peers, the nodes left out, the claims refused.
@@ -249,16 +203,40 @@ pub fn desired_peers_of<'a>(
 /// IPs disjoint. A key advertised by two nodes is trusted for neither; a node advertising
 /// our own key is skipped; of two nodes whose pod CIDRs overlap, the older one (creation
 /// time, then name) keeps its peer and the other is skipped; of two overlapping extra
-/// claims the older node's holds and the other is refused (`claims.rs`).
+/// claims the older node's holds and the other is refused (`claims.rs`). A remote whose
+/// nodes claim to be its gateway is reached through the newest such claim alone
+/// (`gateway.rs`).
 pub fn plan_peers<'a>(
     nodes: impl IntoIterator<Item = &'a RemoteNode>,
     subnets: &Subnets,
     own_key: Option<[u8; 32]>,
 ) -> PeerPlan {
+    let nodes: Vec<&RemoteNode> = nodes.into_iter().collect();
+    let gateway = gateway::choose(&nodes, subnets, own_key);
+    let mut skipped = gateway.skipped;
+    if let Some(gw) = gateway.peer {
+        for n in &nodes {
+            let advertises = n.public_key.is_some() || n.endpoint.is_some();
+            if n.name != gw.node && advertises && !skipped.iter().any(|s| s.node == n.name) {
+                skipped.push(Skipped {
+                    node: n.name.clone(),
+                    reason: SkipReason::BehindGateway(gw.node.clone()),
+                });
+            }
+        }
+        skipped.sort_by(|a, b| a.node.cmp(&b.node));
+        return PeerPlan {
+            peers: vec![gw],
+            skipped,
+            refused: Vec::new(),
+        };
+    }
     let mut candidates = Vec::new();
-    let mut skipped = Vec::new();
     let mut refused = Vec::new();
     for node in nodes {
+        if skipped.iter().any(|s| s.node == node.name) {
+            continue;
+        }
         match peer_from(node, subnets) {
             Ok(Some(p)) => {
                 let extra = extra_claims(node, subnets, &mut refused);
@@ -331,35 +309,6 @@ pub fn plan_peers<'a>(
         skipped,
         refused,
     }
-}
-
-/// The prefixes of `node`'s `extraCIDRs` annotation inside the remote's extra subnets;
-/// the others go to `refused`.
-fn extra_claims(
-    node: &RemoteNode,
-    subnets: &Subnets,
-    refused: &mut Vec<Refused>,
-) -> Vec<IpNetwork> {
-    let Some(value) = &node.extra_cidrs else {
-        return Vec::new();
-    };
-    let mut out = Vec::new();
-    for part in value.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-        let reason = match parse_cidr(part) {
-            None => RefuseReason::Invalid,
-            Some(net) if subnets.extra_contains(&net) => {
-                out.push(net);
-                continue;
-            }
-            Some(_) => RefuseReason::OutsideExtraSubnets,
-        };
-        refused.push(Refused {
-            node: node.name.clone(),
-            prefix: part.to_string(),
-            reason,
-        });
-    }
-    out
 }
 
 /// One node: `Ok(None)` when it does not advertise to us at all.

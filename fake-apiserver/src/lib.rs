@@ -1,7 +1,8 @@
 //! A fake Kubernetes API server for tests.
 //!
 //! **This is a test double of the subset of the Kubernetes API that the
-//! semaphore-wireguard node agent uses — core/v1 `Nodes` only — not a general
+//! semaphore-wireguard node agent uses — core/v1 `Nodes` and the `Leases` of
+//! leader election — not a general
 //! apiserver.** It speaks real HTTP/1.1, so the real `kube::Client` and
 //! `kube::runtime::watcher` work against it over loopback, and it lets tests
 //! drive the situations a real cluster produces only occasionally: watch
@@ -23,6 +24,10 @@
 //!   PATCH takes merge and strategic-merge patches, both applied as an RFC 7386
 //!   merge patch (identical for the string maps a node agent patches); apply
 //!   and JSON patches get 415.
+//! * coordination.k8s.io/v1 Leases under
+//!   `/apis/coordination.k8s.io/v1/namespaces/{ns}/leases[/{name}]`: get, list, create,
+//!   replace (a stale resourceVersion gets 409 Conflict) and delete, enough for leader
+//!   election; no watch.
 //! * Optional bearer-token auth on `/api…`, `Status` bodies for every error,
 //!   `/version`, `/api`, `/api/v1` and `/apis` for discovery probes.
 //! * `/fake/…` admin endpoints (no auth) mirroring [`FakeApiServer`]'s
@@ -44,6 +49,7 @@
 mod admin;
 mod api;
 mod discovery;
+mod leases;
 mod merge_patch;
 mod pages;
 mod selector;

@@ -16,7 +16,7 @@ use crate::Options;
 use crate::pages::Pages;
 use crate::shared::{Faults, Shared, lock};
 use crate::store::Store;
-use crate::{admin, api, discovery};
+use crate::{admin, api, discovery, leases};
 
 /// Handle to a running fake API server. Cloning is cheap; all clones control
 /// the same server.
@@ -34,6 +34,7 @@ pub async fn start(addr: SocketAddr, opts: Options) -> std::io::Result<FakeApiSe
     let addr = listener.local_addr()?;
     let shared = Arc::new(Shared {
         store: Mutex::new(Store::new(opts.history)),
+        leases: Mutex::new(Default::default()),
         pages: Mutex::new(Pages::default()),
         token: Mutex::new(opts.token),
         faults: Mutex::new(Faults::default()),
@@ -45,6 +46,7 @@ pub async fn start(addr: SocketAddr, opts: Options) -> std::io::Result<FakeApiSe
     });
     let router = Router::new()
         .merge(api::routes())
+        .merge(leases::routes())
         .merge(discovery::routes())
         .merge(admin::routes())
         .fallback(discovery::not_found)

@@ -25,6 +25,8 @@ pub(crate) struct Faults {
 /// State shared by the handlers and the control handle.
 pub(crate) struct Shared {
     pub store: Mutex<Store>,
+    /// coordination.k8s.io Leases (`leases.rs`).
+    pub leases: Mutex<crate::leases::Leases>,
     /// Snapshots of paged lists.
     pub pages: Mutex<Pages>,
     pub token: Mutex<Option<String>>,

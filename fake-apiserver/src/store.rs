@@ -108,6 +108,12 @@ impl Store {
         self.rv
     }
 
+    /// Takes the next global resourceVersion for a write of another kind (a Lease).
+    pub fn bump_rv(&mut self) -> u64 {
+        self.rv += 1;
+        self.rv
+    }
+
     /// The node called `name`.
     pub fn get(&self, name: &str) -> Option<Node> {
         self.nodes.get(name).cloned()

@@ -138,6 +138,24 @@ pub enum ConfigError {
         /// The earlier remote.
         other: String,
     },
+    /// `topology` is neither `node` nor `gateway`.
+    #[error("{field}: {value:?} is not a topology (\"node\" or \"gateway\")")]
+    InvalidTopology {
+        /// The field.
+        field: String,
+        /// Its value.
+        value: String,
+    },
+    /// `gatewayNodeLabel` is not `key=value`.
+    #[error(
+        "{field}: {value:?} is not a node label as key=value (for example \"semaphore.uw.io/gateway=true\")"
+    )]
+    InvalidLabel {
+        /// The field.
+        field: String,
+        /// Its value.
+        value: String,
+    },
     /// A `podSubnet` with two prefixes of one family.
     #[error(
         "{field}: {value:?} holds two prefixes of one address family (at most one IPv4 and one IPv6, comma-separated)"

@@ -14,10 +14,12 @@ use serde_json::Value;
 mod duration;
 mod error;
 mod subnets;
+mod topology;
 
 pub use duration::{DurationError, parse_go_duration};
 pub use error::ConfigError;
 pub use subnets::{Subnets, contains};
+pub use topology::{DEFAULT_GATEWAY_LABEL, NodeLabel, Topology};
 
 /// Default MTU of each WireGuard device.
 pub const DEFAULT_MTU: u16 = 1420;
@@ -91,6 +93,11 @@ pub struct RemoteCluster {
     pub mass_removal_grace_period: Duration,
     /// The interface name: `wgDeviceName`, or `wireguard.<name>`.
     pub device: String,
+    /// Node-to-node, or through an elected gateway of ours.
+    pub topology: Topology,
+    /// The label of gateway nodes: our candidates in gateway mode, and the remote nodes
+    /// whose gateway claims are honoured.
+    pub gateway_label: NodeLabel,
 }
 
 impl RemoteCluster {
@@ -151,6 +158,10 @@ struct RawRemote {
     wg_device_name: String,
     #[serde(default)]
     extra_subnets: Vec<String>,
+    #[serde(default)]
+    topology: String,
+    #[serde(default)]
+    gateway_node_label: String,
 }
 
 const TOP_FIELDS: &[&str] = &["local", "remotes"];
@@ -168,6 +179,8 @@ const REMOTE_FIELDS: &[&str] = &[
     "massRemovalGracePeriod",
     "wgDeviceName",
     "extraSubnets",
+    "topology",
+    "gatewayNodeLabel",
 ];
 
 /// Parses and validates a config file's contents. Returns the config and warnings (unknown
@@ -296,6 +309,14 @@ fn validate(raw: RawConfig) -> Result<ClustersConfig, ConfigError> {
         let pod = subnets::parse_pod_subnet(&at, &r.pod_subnet)?;
         let extra = subnets::parse_extra(&at, &r.extra_subnets, &pod)?;
         let subnets = Subnets { pod, extra };
+        let topology = topology::parse_topology(&at, &r.topology)?;
+        let gateway_label = topology::parse_label(&at, &r.gateway_node_label)?;
+        if mesh && topology == Topology::Gateway {
+            return Err(ConfigError::InvalidTopology {
+                field: format!("{at}.topology"),
+                value: "gateway (the in-cluster mesh is node to node)".into(),
+            });
+        }
         let mtu = match r.wg_device_mtu {
             0 => DEFAULT_MTU,
             m @ 576..=65535 => m as u16,
@@ -374,6 +395,8 @@ fn validate(raw: RawConfig) -> Result<ClustersConfig, ConfigError> {
             access,
             subnets,
             mesh,
+            topology,
+            gateway_label,
             mtu,
             listen_port,
             resync_period,

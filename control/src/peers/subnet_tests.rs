@@ -19,6 +19,8 @@ fn remote_node(name: &str, i: u8, pod_cidrs: &[&str], extra: Option<&str>) -> Re
         public_key: Some(key(i)),
         endpoint: Some(format!("192.168.0.{i}:51820")),
         extra_cidrs: extra.map(str::to_string),
+        gateway_claim: None,
+        gateway_labelled: false,
         pod_cidrs: pod_cidrs.iter().map(|s| s.to_string()).collect(),
     }
 }
@@ -131,4 +133,54 @@ fn every_refuse_kind_has_its_own_label() {
     let labels: std::collections::HashSet<_> = RefuseKind::all().map(RefuseKind::label).collect();
     assert_eq!(labels.len(), RefuseKind::COUNT);
     assert!(labels.contains("outside_extra_subnets") && labels.contains("conflict"));
+}
+
+fn gateway(name: &str, i: u8, elected: Option<&str>, labelled: bool) -> RemoteNode {
+    RemoteNode {
+        gateway_claim: elected.map(str::to_string),
+        gateway_labelled: labelled,
+        ..remote_node(name, i, &[&format!("10.4.{i}.0/24")], None)
+    }
+}
+
+#[test]
+fn the_newest_labelled_gateway_claim_takes_the_whole_remote() {
+    let nodes = [
+        gateway("gw-old", 1, Some("2026-12-03T10:00:00Z"), true),
+        gateway("gw-new", 2, Some("2026-12-03T10:05:00.123456Z"), true),
+        gateway("rogue", 3, Some("2026-12-03T11:00:00Z"), false),
+        gateway("bad", 4, Some("yesterday"), true),
+        gateway("plain", 5, None, false),
+    ];
+    let plan = plan_peers(&nodes, &dual(), None);
+    assert_eq!(plan.peers.len(), 1);
+    let gw = &plan.peers[0];
+    assert_eq!(gw.node, "gw-new");
+    assert_eq!(gw.allowed_ips, dual().routed().copied().collect::<Vec<_>>());
+    let reasons: Vec<_> = plan
+        .skipped
+        .iter()
+        .map(|s| (s.node.as_str(), s.reason.label()))
+        .collect();
+    assert_eq!(
+        reasons,
+        [
+            ("bad", "invalid_gateway_claim"),
+            ("gw-old", "superseded_gateway"),
+            ("plain", "behind_gateway"),
+            ("rogue", "gateway_without_label"),
+        ]
+    );
+    // The newest gateway unusable (our own key): the next newest serves.
+    let plan = plan_peers(&nodes, &dual(), Some([2; 32]));
+    assert_eq!(plan.peers[0].node, "gw-old");
+    // No valid claim: node to node, without the claimants that were refused.
+    let nodes = [
+        gateway("rogue", 3, Some("2026-12-03T11:00:00Z"), false),
+        gateway("plain", 5, None, false),
+    ];
+    let plan = plan_peers(&nodes, &dual(), None);
+    let names: Vec<_> = plan.peers.iter().map(|p| p.node.as_str()).collect();
+    assert_eq!(names, ["plain"]);
+    assert_eq!(plan.skipped[0].reason, SkipReason::GatewayWithoutLabel);
 }

@@ -84,6 +84,11 @@ pub struct RunArgs {
     #[arg(long, env = "SWG_ADVERTISE_CIDRS", value_name = "LIST")]
     pub advertise_cidrs: Option<control::claim_flag::AdvertisedCidrs>,
 
+    /// The agent's namespace in the local cluster, where gateway mode keeps its Leases
+    /// (the DaemonSet sets it from the pod's namespace).
+    #[arg(long, env = "SWG_NAMESPACE", default_value = crate::options::DEFAULT_NAMESPACE)]
+    pub namespace: String,
+
     #[command(flatten)]
     pub log: LogArgs,
 }

@@ -3,6 +3,7 @@
 
 mod cli;
 mod files;
+mod gateway;
 mod http;
 mod keys;
 mod logging;
@@ -142,6 +143,7 @@ fn run_mode(args: cli::RunArgs) -> ExitCode {
         ));
     }
     opts.advertise_cidrs = claims;
+    opts.namespace = args.namespace;
     match rt.block_on(run::run(config, opts)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

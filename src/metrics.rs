@@ -176,6 +176,32 @@ impl Collector for Metrics {
         )?;
         family(
             e,
+            "semaphore_wg_gateway",
+            "Gateway mode: 1 for the remote's active gateway node as this agent sees it (self=\"true\" on the gateway itself).",
+            Gauge,
+            |m| {
+                for s in &snaps {
+                    let gw = s
+                        .remote
+                        .gateway
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .clone();
+                    if let Some((node, me)) = gw {
+                        let me = if me { "true" } else { "false" };
+                        let l = [
+                            ("cluster", s.remote.cluster.as_str()),
+                            ("node", node.as_str()),
+                            ("self", me),
+                        ];
+                        series(m, &l, G(1))?;
+                    }
+                }
+                Ok(())
+            },
+        )?;
+        family(
+            e,
             "semaphore_wg_refused_claims",
             "extraCIDRs claims of remote nodes refused, by reason (not a CIDR, outside the remote's extraSubnets, held by an older node).",
             Counter,

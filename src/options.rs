@@ -6,6 +6,9 @@ use std::path::PathBuf;
 use dataplane::uapi::SOCKET_DIR;
 use tokio::sync::watch;
 
+/// The namespace of the manifests in `deploy/`.
+pub const DEFAULT_NAMESPACE: &str = "semaphore-wireguard";
+
 /// Everything run mode needs besides the config.
 pub struct RunOptions {
     pub node_name: String,
@@ -18,6 +21,8 @@ pub struct RunOptions {
     pub endpoint: control::advertise::EndpointSource,
     /// What this node claims of the remotes' extra subnets.
     pub advertise_cidrs: control::claim_flag::AdvertisedCidrs,
+    /// Our namespace in the local cluster: gateway mode's Leases live there.
+    pub namespace: String,
 }
 
 impl RunOptions {
@@ -30,6 +35,7 @@ impl RunOptions {
             wait_after_handover: false,
             endpoint: control::advertise::EndpointSource::default(),
             advertise_cidrs: Default::default(),
+            namespace: DEFAULT_NAMESPACE.to_string(),
         }
     }
 }

@@ -12,7 +12,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use control::advertise::{self, Advert, AdvertStatus};
 use control::backoff::Backoff;
-use control::config::{ClustersConfig, RemoteCluster};
+use control::config::{ClustersConfig, RemoteCluster, Topology};
 use control::netlink::Netlink;
 use control::peers::AnnotationKeys;
 use control::sync::RemoteSync;
@@ -39,7 +39,14 @@ pub async fn run(config: ClustersConfig, opts: RunOptions) -> anyhow::Result<()>
     // A running agent (an upgrade's surge pod starts beside it) hands its interfaces
     // over; failing half-way here leaves it serving.
     let takeover_path = crate::takeover::socket_path(&opts.key_dir);
-    let devices = config.remotes.iter().map(|r| r.device_name()).collect();
+    // Gateway-mode tunnels follow the Lease (which an agent on the same node renews), not
+    // the takeover.
+    let devices = config
+        .remotes
+        .iter()
+        .filter(|r| r.topology == Topology::Node)
+        .map(|r| r.device_name())
+        .collect();
     let mut inherited = crate::takeover::take_over(&takeover_path, devices)
         .await
         .context("taking over from the running agent")?;
@@ -66,6 +73,7 @@ pub async fn run(config: ClustersConfig, opts: RunOptions) -> anyhow::Result<()>
     let mut adverts = Vec::new();
     let mut tasks = Vec::new();
     let mut supervisors = Vec::new();
+    let mut gateways = Vec::new();
     for (remote, rs) in config.remotes.iter().zip(&remotes) {
         let device = remote.device_name();
         // Files are named after the cluster (`wireguard.<name>`) even when the interface
@@ -79,12 +87,20 @@ pub async fn run(config: ClustersConfig, opts: RunOptions) -> anyhow::Result<()>
                 continue;
             }
         };
-        adverts.push(Advert {
-            remote: remote.name.clone(),
-            public_key: key.public_key().to_base64(),
-            port: remote.listen_port,
-            extra_cidrs: opts.advertise_cidrs.for_remote(&remote.name),
-        });
+        let mut advert = Advert::node(
+            &remote.name,
+            key.public_key().to_base64(),
+            remote.listen_port,
+            opts.advertise_cidrs.for_remote(&remote.name),
+        );
+        if remote.topology == Topology::Gateway {
+            // Nothing published until elected (a leftover claim of ours is withdrawn).
+            advert.active = false;
+            adverts.push(advert);
+            gateways.push((remote.clone(), key.clone(), Arc::clone(rs)));
+            continue;
+        }
+        adverts.push(advert);
         // A tunnel handed over is brought up here, before anything else runs: if it
         // cannot be, the takeover fails and the old agent takes it back.
         let handed = inherited.as_mut().and_then(|i| i.devices.remove(&device));
@@ -118,21 +134,7 @@ pub async fn run(config: ClustersConfig, opts: RunOptions) -> anyhow::Result<()>
             Arc::clone(rs),
             stop_rx.clone(),
         )));
-        let sync = RemoteSync {
-            cluster: remote.name.clone(),
-            device: device.clone(),
-            keys: AnnotationKeys::for_cluster(&config.local.name),
-            subnets: remote.subnets.clone(),
-            // In the in-cluster mesh our own node is in the list: never our peer.
-            skip_node: remote.mesh.then(|| opts.node_name.clone()),
-            resync: remote.resync_period,
-            own_key: Some(key.public_key().0),
-            mass_removal_grace: remote.mass_removal_grace_period,
-        };
-        let sink = Arc::new(TunnelSink::new(
-            Arc::clone(rs),
-            crate::remote::peers_file(&opts.key_dir, &remote.file_stem()),
-        ));
+        let (sync, sink) = remote_sync(remote, &config.local.name, &key, rs, &opts);
         tasks.push(tokio::spawn(sync_remote(
             remote.clone(),
             sync,
@@ -163,7 +165,22 @@ pub async fn run(config: ClustersConfig, opts: RunOptions) -> anyhow::Result<()>
             tracing::warn!(socket = %takeover_path.display(), error = %e, "no takeover socket: an upgrade will restart the tunnels instead of handing them over")
         }
     }
-    let (_adverts_tx, adverts_rx) = watch::channel(adverts);
+    let adverts_tx = Arc::new(watch::Sender::new(adverts));
+    let adverts_rx = adverts_tx.subscribe();
+    for (remote, key, rs) in gateways {
+        let g = crate::gateway::GatewayRemote {
+            remote,
+            key,
+            rs,
+            opts: Arc::clone(&opts),
+            netlink: netlink.clone(),
+            local: local.clone(),
+            adverts: Arc::clone(&adverts_tx),
+            kube_requests: kube_requests.clone(),
+            local_name: config.local.name.clone(),
+        };
+        tasks.push(tokio::spawn(g.run(stop_rx.clone())));
+    }
     tasks.push(tokio::spawn(advertise::run(
         local,
         opts.node_name.clone(),
@@ -246,11 +263,38 @@ async fn fail_takeover(
 /// How often freed heap memory is handed back to the kernel.
 const TRIM_PERIOD: Duration = Duration::from_secs(10);
 
+/// The sync loop's inputs and the sink it applies to, for one remote.
+pub(crate) fn remote_sync(
+    remote: &RemoteCluster,
+    local_name: &str,
+    key: &dataplane::PrivateKey,
+    rs: &Arc<RemoteState>,
+    opts: &RunOptions,
+) -> (RemoteSync, Arc<TunnelSink>) {
+    let sync = RemoteSync {
+        cluster: remote.name.clone(),
+        device: remote.device_name(),
+        keys: AnnotationKeys::for_cluster(local_name)
+            .with_gateway_label(remote.gateway_label.clone()),
+        subnets: remote.subnets.clone(),
+        // In the in-cluster mesh our own node is in the list: never our peer.
+        skip_node: remote.mesh.then(|| opts.node_name.clone()),
+        resync: remote.resync_period,
+        own_key: Some(key.public_key().0),
+        mass_removal_grace: remote.mass_removal_grace_period,
+    };
+    let sink = Arc::new(TunnelSink::new(
+        Arc::clone(rs),
+        crate::remote::peers_file(&opts.key_dir, &remote.file_stem()),
+    ));
+    (sync, sink)
+}
+
 /// Keeps `<prefix> dev <device> scope link` in place for each prefix of the remote's pod
 /// subnet (one per family) and extra subnets: checked every 5 s, and at once when the
 /// tunnel is (re)built. In the in-cluster mesh, this node's own pod CIDR keeps its more
 /// specific local route.
-async fn keep_route(
+pub(crate) async fn keep_route(
     netlink: Netlink,
     remote: RemoteCluster,
     rs: Arc<RemoteState>,
@@ -287,7 +331,7 @@ async fn keep_route(
 }
 
 /// Builds the remote client (retrying with backoff: the CA URL may be down) and syncs.
-async fn sync_remote(
+pub(crate) async fn sync_remote(
     remote: RemoteCluster,
     sync: RemoteSync,
     sink: Arc<TunnelSink>,

@@ -22,6 +22,12 @@ pub enum Phase {
     Starting,
     /// Device, key, tunnel and UAPI socket in place.
     Up,
+    /// Gateway mode, another node elected: no tunnel here, the remote is routed through
+    /// that node.
+    Standby {
+        /// The active gateway, once known.
+        gateway: Option<String>,
+    },
     /// Not running: being retried.
     Down {
         /// Since when.
@@ -47,6 +53,8 @@ pub struct RemoteState {
     /// Rung when the tunnel is (re)built: the sync re-applies and the route goes back.
     pub rebuilt: Arc<Notify>,
     pub route_now: Arc<Notify>,
+    /// Gateway mode: the active gateway as this agent sees it, and whether it is us.
+    pub gateway: Mutex<Option<(String, bool)>>,
 }
 
 impl RemoteState {
@@ -61,6 +69,7 @@ impl RemoteState {
             sync: Arc::new(SyncStatus::default()),
             rebuilt: Arc::new(Notify::new()),
             route_now: Arc::new(Notify::new()),
+            gateway: Mutex::new(None),
         }
     }
 
@@ -87,7 +96,7 @@ impl RemoteState {
         let (since, was_up) = match &*phase {
             Phase::Up => (Instant::now(), true),
             Phase::Down { since, was_up, .. } => (*since, *was_up),
-            Phase::Starting => (Instant::now(), false),
+            Phase::Starting | Phase::Standby { .. } => (Instant::now(), false),
         };
         *phase = Phase::Down {
             since,
@@ -101,11 +110,34 @@ impl RemoteState {
         matches!(*self.phase(), Phase::Up)
     }
 
-    /// True while the tunnel is up and the remote's nodes are synced.
+    /// True while the tunnel is up and the remote's nodes are synced, or (gateway mode,
+    /// another node elected) while the remote is routed through the active gateway.
     pub fn is_working(&self) -> bool {
+        if let Phase::Standby { gateway } = &*self.phase() {
+            return gateway.is_some() && self.route_ok.load(Relaxed);
+        }
         self.is_up()
             && self.sync.initial_list_applied.load(Relaxed)
             && self.sync.problem().is_none()
+    }
+
+    /// Gateway mode: the active gateway (`None`: none known), and whether it is us.
+    pub fn set_gateway(&self, gateway: Option<(String, bool)>) {
+        *self.gateway.lock().unwrap_or_else(|e| e.into_inner()) = gateway;
+    }
+
+    /// Gateway mode, another node elected (`gateway`, once known): no tunnel here.
+    pub fn set_standby(&self, gateway: Option<String>) {
+        *self.tunnel.write().unwrap_or_else(|e| e.into_inner()) = None;
+        *self.phase() = Phase::Standby { gateway };
+    }
+
+    /// The active gateway while on standby (gateway mode), for metrics.
+    pub fn standby_gateway(&self) -> Option<Option<String>> {
+        match &*self.phase() {
+            Phase::Standby { gateway } => Some(gateway.clone()),
+            _ => None,
+        }
     }
 
     fn phase(&self) -> std::sync::MutexGuard<'_, Phase> {
@@ -172,6 +204,15 @@ impl AppState {
         for r in &self.remotes {
             match &*r.phase() {
                 Phase::Up => {}
+                Phase::Standby { gateway: None } => {
+                    return Err(format!("{}: gateway mode, no active gateway yet", r.device));
+                }
+                Phase::Standby { gateway: Some(gw) } => {
+                    if !r.route_ok.load(Relaxed) {
+                        return Err(format!("{}: no route through gateway {gw} yet", r.device));
+                    }
+                    continue;
+                }
                 Phase::Starting => return Err(format!("{}: starting", r.device)),
                 Phase::Down { reason, .. } => return Err(format!("{}: down: {reason}", r.device)),
             }
@@ -183,6 +224,9 @@ impl AppState {
             return Err("our node's annotations are not in place yet".into());
         }
         for r in &self.remotes {
+            if r.standby_gateway().is_some() {
+                continue;
+            }
             if !r.sync.initial_list_applied.load(Relaxed) {
                 let why = r
                     .sync

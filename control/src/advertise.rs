@@ -32,6 +32,30 @@ pub struct Advert {
     pub port: u16,
     /// The prefixes we claim towards it (`--advertise-cidrs`).
     pub extra_cidrs: Vec<ip_network::IpNetwork>,
+    /// False while another node is this remote's gateway: every annotation of ours for it
+    /// is removed.
+    pub active: bool,
+    /// In gateway mode, when we were elected (RFC 3339): the `gateway` claim.
+    pub gateway_since: Option<String>,
+}
+
+impl Advert {
+    /// An active node-mode advert.
+    pub fn node(
+        remote: &str,
+        public_key: String,
+        port: u16,
+        extra_cidrs: Vec<ip_network::IpNetwork>,
+    ) -> Self {
+        Self {
+            remote: remote.to_string(),
+            public_key,
+            port,
+            extra_cidrs,
+            active: true,
+            gateway_since: None,
+        }
+    }
 }
 
 /// State of the advertiser, for health checks and metrics.
@@ -126,6 +150,18 @@ pub fn wanted_annotations(
     let mut out = BTreeMap::new();
     for a in adverts {
         let keys = AnnotationKeys::for_cluster(&a.remote);
+        if !a.active {
+            for k in [
+                keys.public_key,
+                keys.endpoint,
+                keys.extra_cidrs,
+                keys.gateway,
+            ] {
+                out.insert(k, None);
+            }
+            continue;
+        }
+        out.insert(keys.gateway, a.gateway_since.clone());
         out.insert(keys.public_key, Some(a.public_key.clone()));
         out.insert(
             keys.endpoint,
@@ -319,12 +355,7 @@ mod tests {
         for bad in ["internl", "1.2.3.4:0", "host.example:51820", "1.2.3.4:x"] {
             assert!(bad.parse::<EndpointSource>().is_err(), "{bad}");
         }
-        let adverts = [Advert {
-            remote: "gcp".into(),
-            public_key: "K".into(),
-            port: 51820,
-            extra_cidrs: Vec::new(),
-        }];
+        let adverts = [Advert::node("gcp", "K".into(), 51820, Vec::new())];
         let w = wanted_annotations(&adverts, "198.51.100.1".parse().unwrap(), Some(443));
         assert_eq!(
             w["gcp.wireguard.semaphore.uw.io/endpoint"].as_deref(),
@@ -335,21 +366,16 @@ mod tests {
     #[test]
     fn wanted_and_missing() {
         let adverts = vec![
-            Advert {
-                remote: "gcp".into(),
-                public_key: "K1".into(),
-                port: 51820,
-                extra_cidrs: Vec::new(),
-            },
-            Advert {
-                remote: "aws".into(),
-                public_key: "K2".into(),
-                port: 51821,
-                extra_cidrs: vec![
+            Advert::node("gcp", "K1".into(), 51820, Vec::new()),
+            Advert::node(
+                "aws",
+                "K2".into(),
+                51821,
+                vec![
                     "10.96.0.0/12".parse().unwrap(),
                     "10.1.0.0/16".parse().unwrap(),
                 ],
-            },
+            ),
         ];
         let w = wanted_annotations(&adverts, "fd00::5".parse().unwrap(), None);
         assert_eq!(

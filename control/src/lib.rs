@@ -9,8 +9,10 @@ pub mod backoff;
 pub mod claim_flag;
 pub mod claims;
 pub mod config;
+pub mod election;
 #[cfg(any(test, feature = "fuzzing"))]
 pub mod fuzzing;
+pub mod gateway;
 pub mod hold;
 pub mod http_metrics;
 pub mod netlink;

@@ -115,6 +115,45 @@ impl Netlink {
     }
 }
 
+impl Netlink {
+    /// Routes `subnet` via `gateway` (a node of our cluster that runs the tunnel; main
+    /// table), replacing any route to the same destination.
+    pub async fn ensure_route_via(
+        &self,
+        subnet: IpNetwork,
+        gateway: IpAddr,
+    ) -> Result<(), NetlinkError> {
+        let msg = RouteMessageBuilder::<IpAddr>::new()
+            .destination_prefix(subnet.network_address(), subnet.netmask())
+            .map_err(|e| nl_err(format!("route {subnet}"), e))?
+            .gateway(gateway)
+            .map_err(|e| nl_err(format!("route {subnet} via {gateway}"), e))?
+            .protocol(RouteProtocol::Boot)
+            .build();
+        self.handle
+            .route()
+            .add(msg)
+            .replace()
+            .execute()
+            .await
+            .map_err(|e| nl_err(format!("replace route {subnet} via {gateway}"), e))
+    }
+
+    /// Deletes link `name` if it exists; true if one was deleted.
+    pub async fn delete_link(&self, name: &str) -> Result<bool, NetlinkError> {
+        let Some(link) = self.link(name).await? else {
+            return Ok(false);
+        };
+        self.handle
+            .link()
+            .del(link.index)
+            .execute()
+            .await
+            .map_err(|e| nl_err(format!("delete link {name}"), e))?;
+        Ok(true)
+    }
+}
+
 fn describe(msg: &LinkMessage) -> Link {
     let kind = msg.attributes.iter().find_map(|a| match a {
         LinkAttribute::LinkInfo(infos) => infos.iter().find_map(|i| match i {

@@ -23,8 +23,8 @@ use crate::node::RemoteNode;
 mod extra;
 mod gateway;
 
-pub use extra::{RefuseKind, RefuseReason, Refused};
 use extra::extra_claims;
+pub use extra::{RefuseKind, RefuseReason, Refused};
 
 /// Keepalive for every peer, as in the original.
 pub const PERSISTENT_KEEPALIVE: Duration = Duration::from_secs(25);

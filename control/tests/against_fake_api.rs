@@ -169,12 +169,8 @@ async fn advertiser_patches_and_reasserts() {
         .await
         .unwrap();
     let status = Arc::new(AdvertStatus::default());
-    let (adverts_tx, adverts) = tokio::sync::watch::channel(vec![Advert {
-        remote: "gcp".into(),
-        public_key: KEY1.into(),
-        port: 51821,
-        extra_cidrs: Vec::new(),
-    }]);
+    let (adverts_tx, adverts) =
+        tokio::sync::watch::channel(vec![Advert::node("gcp", KEY1.into(), 51821, Vec::new())]);
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(advertise::run(
         client,
@@ -264,12 +260,8 @@ async fn the_advertised_endpoint_follows_the_endpoint_source() {
             control::remote::remote_client(&token_access(&s, &tok), &RequestCounts::default())
                 .await
                 .unwrap();
-        let (_adverts_tx, adverts) = tokio::sync::watch::channel(vec![Advert {
-            remote: "gcp".into(),
-            public_key: KEY1.into(),
-            port: 51821,
-            extra_cidrs: Vec::new(),
-        }]);
+        let (_adverts_tx, adverts) =
+            tokio::sync::watch::channel(vec![Advert::node("gcp", KEY1.into(), 51821, Vec::new())]);
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(advertise::run(
             client,

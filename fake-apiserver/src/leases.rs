@@ -34,9 +34,7 @@ pub(crate) fn routes() -> Router<Arc<Shared>> {
 }
 
 fn not_found(name: &str) -> ApiError {
-    ApiError::NotFound(format!(
-        "leases.coordination.k8s.io \"{name}\" not found"
-    ))
+    ApiError::NotFound(format!("leases.coordination.k8s.io \"{name}\" not found"))
 }
 
 fn parse(body: &[u8]) -> Result<Lease, ApiError> {

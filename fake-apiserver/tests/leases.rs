@@ -53,7 +53,10 @@ async fn create_get_replace_with_optimistic_concurrency_and_delete() {
     let replaced = within("replace", api.replace("gw-gcp", &pp, &mine))
         .await
         .unwrap();
-    assert_ne!(replaced.metadata.resource_version.as_deref(), Some(rv1.as_str()));
+    assert_ne!(
+        replaced.metadata.resource_version.as_deref(),
+        Some(rv1.as_str())
+    );
     // A replace carrying the old resourceVersion loses: 409 Conflict.
     let e = within("stale replace", api.replace("gw-gcp", &pp, &mine))
         .await
@@ -67,7 +70,9 @@ async fn create_get_replace_with_optimistic_concurrency_and_delete() {
     within("create other", other.create(&pp, &lease("gw-gcp", "x")))
         .await
         .unwrap();
-    let list = within("list", api.list(&ListParams::default())).await.unwrap();
+    let list = within("list", api.list(&ListParams::default()))
+        .await
+        .unwrap();
     assert_eq!(list.items.len(), 1);
 
     within("delete", api.delete("gw-gcp", &DeleteParams::default()))

@@ -10,6 +10,11 @@
 #   NAT_NODE=gcp3 that node sits behind a masquerading router (192.168.240.9); its
 #                 InternalIP is 172.16.9.2, which the other cluster cannot reach
 #   RESYNC=30s    every remote's resyncPeriod
+#   GATEWAY_NODES="aws1 gcp1"  nodes labelled semaphore.uw.io/gateway=true
+#   TOPOLOGY_aws=gateway       aws's agents reach gcp through an elected gateway (and
+#                 TOPOLOGY_gcp likewise)
+#   CNI_ROUTES=1  each node routes the pod CIDRs of the other nodes of its cluster via
+#                 their node addresses, as a CNI would (gateway mode forwards over them)
 
 : "${FAKE_APISERVER_BIN:?set FAKE_APISERVER_BIN to the fake-apiserver binary}"
 NS_NET="swg-$RID-net"
@@ -18,6 +23,8 @@ MESH=${MESH:-}
 DUAL_STACK=${DUAL_STACK:-}
 NAT_NODE=${NAT_NODE:-}
 RESYNC=${RESYNC:-30s}
+GATEWAY_NODES=${GATEWAY_NODES:-}
+CNI_ROUTES=${CNI_ROUTES:-}
 NAT_PUBLIC_IP=192.168.240.9
 TOKEN_aws="aws-token-$RID"
 TOKEN_gcp="gcp-token-$RID"
@@ -46,10 +53,11 @@ pod_ns() { echo "swg-$RID-$1p"; }
 
 # node_json NAME: a Node object as kubelet would have registered it.
 node_json() {
-    local cidrs="\"$(pod_cidr "$1")\""
+    local cidrs="\"$(pod_cidr "$1")\"" gw=""
     [ -n "$DUAL_STACK" ] && cidrs="$cidrs,\"$(pod_cidr6 "$1")\""
-    printf '{"apiVersion":"v1","kind":"Node","metadata":{"name":"%s","labels":{"kubernetes.io/hostname":"%s"}},"spec":{"podCIDR":"%s","podCIDRs":[%s]},"status":{"addresses":[{"type":"InternalIP","address":"%s"},{"type":"Hostname","address":"%s"}]}}' \
-        "$1" "$1" "$(pod_cidr "$1")" "$cidrs" "$(node_ip "$1")" "$1"
+    case " $GATEWAY_NODES " in *" $1 "*) gw=',"semaphore.uw.io/gateway":"true"' ;; esac
+    printf '{"apiVersion":"v1","kind":"Node","metadata":{"name":"%s","labels":{"kubernetes.io/hostname":"%s"%s}},"spec":{"podCIDR":"%s","podCIDRs":[%s]},"status":{"addresses":[{"type":"InternalIP","address":"%s"},{"type":"Hostname","address":"%s"}]}}' \
+        "$1" "$1" "$gw" "$(pod_cidr "$1")" "$cidrs" "$(node_ip "$1")" "$1"
 }
 
 # api CLUSTER METHOD PATH [BODY]: a request to a cluster's fake API server (with its token).
@@ -107,16 +115,18 @@ KC
 # own cluster: a remote named after the local cluster, no access fields (the local
 # cluster's kubeconfig is used), port 51821.
 agent_config() {
-    local local_c remote_c mesh=""
+    local local_c remote_c mesh="" topology
     local_c=$(cluster_of "$1")
     remote_c=$(other_cluster "$1")
+    topology=$(eval echo "\${TOPOLOGY_$local_c:-node}")
     [ -n "$MESH" ] && mesh=", { \"name\": \"$local_c\", \"podSubnet\": \"$(cluster_subnet "$local_c")\", \"wgListenPort\": 51821, \"resyncPeriod\": \"$RESYNC\" }"
     cat <<CFG
 {
   "local": { "name": "$local_c", "kubeConfigPath": "$TMP/$local_c.kubeconfig" },
   "remotes": [
     { "name": "$remote_c", "kubeConfigPath": "$TMP/$remote_c.kubeconfig",
-      "podSubnet": "$(cluster_subnet "$remote_c")", "wgDeviceMTU": 1420, "wgListenPort": 51820, "resyncPeriod": "$RESYNC"
+      "podSubnet": "$(cluster_subnet "$remote_c")", "wgDeviceMTU": 1420, "wgListenPort": 51820, "resyncPeriod": "$RESYNC",
+      "topology": "$topology"
       $(eval echo "\${REMOTE_EXTRA_$1:-}") }
       $mesh
       $(eval echo "\${EXTRA_REMOTES_$1:-}")
@@ -254,6 +264,13 @@ clusters_up() {
         ip -n "$pns" addr add "$(pod_ip "$n")/24" dev eth0
         ip -n "$pns" link set eth0 up
         ip -n "$pns" route add default via "$gw"
+        if [ -n "$CNI_ROUTES" ]; then
+            local other
+            for other in $NODES; do
+                [ "$other" != "$n" ] && [ "$(cluster_of "$other")" = "$(cluster_of "$n")" ] &&
+                    ip -n "$ns" route add "$(pod_cidr "$other")" via "$(node_ip "$other")"
+            done
+        fi
         if [ -n "$DUAL_STACK" ]; then
             ip netns exec "$ns" sysctl -qw net.ipv6.conf.all.forwarding=1
             ip -n "$ns" addr add "$(pod_ip6 "$n" | sed 's/::10$/::1/')/64" dev "p$RID$n" nodad

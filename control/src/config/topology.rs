@@ -81,8 +81,7 @@ pub(super) fn parse_label(at: &str, value: &str) -> Result<NodeLabel, ConfigErro
             || (s.len() <= 63
                 && s.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
                 && s.bytes().last().is_some_and(|b| b.is_ascii_alphanumeric())
-                && s
-                    .bytes()
+                && s.bytes()
                     .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.')))
     };
     if !part_ok(name, false) || !part_ok(val, true) {

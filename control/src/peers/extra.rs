@@ -105,4 +105,3 @@ pub(super) fn extra_claims(
     }
     out
 }
-

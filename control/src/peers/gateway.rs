@@ -7,7 +7,9 @@
 
 use k8s_openapi::jiff::Timestamp;
 
-use super::{DesiredPeer, PERSISTENT_KEEPALIVE, SkipReason, Skipped, parse_endpoint, parse_public_key};
+use super::{
+    DesiredPeer, PERSISTENT_KEEPALIVE, SkipReason, Skipped, parse_endpoint, parse_public_key,
+};
 use crate::config::Subnets;
 use crate::node::RemoteNode;
 

@@ -1,0 +1,345 @@
+//! Gateway mode for one remote (`"topology": "gateway"`): among the nodes carrying the
+//! gateway label, the one holding the remote's Lease runs the tunnel, publishes its key,
+//! endpoint and `gateway` claim (its election time), and forwards; every other node has no
+//! tunnel for the remote and routes its subnets via the active gateway's InternalIP,
+//! learnt from the labelled nodes' claims (the newest election wins, as on the other side).
+//!
+//! A gateway stands only while it can forward (`ip_forward` on) and gives the Lease up
+//! when its tunnel has heard nothing from any peer for [`STALE_DATA_PATH`] while it has
+//! peers (then it sits out [`COOLDOWN`], so another candidate takes over).
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
+
+use control::advertise::Advert;
+use control::config::RemoteCluster;
+use control::election::{ElectionTiming, Round};
+use control::gateway::Candidates;
+use control::netlink::Netlink;
+use dataplane::PrivateKey;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use crate::options::{RunOptions, stopped};
+use crate::state::RemoteState;
+
+/// A gateway whose tunnel has had no authenticated traffic from any peer for this long,
+/// while it has peers, gives the Lease up (peers send keepalives every 25 s).
+pub const STALE_DATA_PATH: Duration = Duration::from_secs(40);
+/// How long a gateway that gave up for its data path waits before standing again.
+pub const COOLDOWN: Duration = Duration::from_secs(60);
+
+/// What one remote in gateway mode needs.
+pub struct GatewayRemote {
+    pub remote: RemoteCluster,
+    pub key: PrivateKey,
+    pub rs: Arc<RemoteState>,
+    pub opts: Arc<RunOptions>,
+    pub netlink: Netlink,
+    pub local: kube::Client,
+    pub adverts: Arc<watch::Sender<Vec<Advert>>>,
+    pub kube_requests: control::http_metrics::RequestCounts,
+    pub local_name: String,
+}
+
+/// The running tunnel, route and sync of the remote while we are its gateway.
+struct Unit {
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+    _takeover: mpsc::Sender<crate::takeover::HandoverRequest>,
+}
+
+impl GatewayRemote {
+    /// Runs until `stop`. On stop, a tunnel we run stays (persistent device) and the Lease
+    /// stays ours: an agent continuing on this node renews it.
+    pub async fn run(self, stop: watch::Receiver<bool>) {
+        let device = self.remote.device_name();
+        let cluster = self.remote.name.clone();
+        let label = self.remote.gateway_label.clone();
+        let timing = ElectionTiming::default();
+        let lease = control::gateway::lease_name(&self.remote.name);
+        let mut elector = control::gateway::elector(
+            self.local.clone(),
+            &self.opts.namespace,
+            &self.remote.name,
+            &self.opts.node_name,
+            timing,
+        );
+        let (candidates_tx, mut candidates_rx) = watch::channel(Candidates::new());
+        let watching = tokio::spawn(control::gateway::watch_candidates(
+            self.local.clone(),
+            self.remote.gateway_label.clone(),
+            self.remote.name.clone(),
+            candidates_tx,
+            stopped(stop.clone()),
+        ));
+        let mut unit: Option<Unit> = None;
+        let mut health = Health::default();
+        let mut routed_via: Option<(String, IpAddr)> = None;
+        let mut tick = tokio::time::interval(timing.retry);
+        let mut stop_fut = std::pin::pin!(stopped(stop.clone()));
+        self.rs.set_standby(None);
+        tracing::info!(cluster = %cluster, device = %device, label = %label, lease = %lease, "gateway mode");
+        loop {
+            tokio::select! {
+                _ = &mut stop_fut => break,
+                changed = candidates_rx.changed() => {
+                    if changed.is_err() {
+                        break;
+                    }
+                }
+                _ = tick.tick() => {
+                    let am_candidate = candidates_rx.borrow().contains_key(&self.opts.node_name);
+                    let fit = health.check(&self.remote, unit.is_some(), &self.rs);
+                    if let (Err(reason), true) = (&fit, unit.is_some()) {
+                        tracing::error!(cluster = %cluster, device = %device, reason = %reason, "this gateway cannot serve; giving the Lease up");
+                    }
+                    let may_lead = am_candidate && fit.is_ok();
+                    if am_candidate || elector.leading_since().is_some() {
+                        match elector.round(may_lead).await {
+                            Ok(Round::Leading(since)) => {
+                                if unit.is_none() {
+                                    let since = control::gateway::claim_text(&since);
+                                    unit = Some(self.become_gateway(since, &stop));
+                                    health.started();
+                                    routed_via = None;
+                                }
+                            }
+                            Ok(Round::Following(holder)) => {
+                                if let Some(u) = unit.take() {
+                                    self.step_down(u, holder.as_deref()).await;
+                                }
+                            }
+                            Err(e) => {
+                                tracing::warn!(cluster = %cluster, device = %device, error = %control::error_chain(&e), "the gateway Lease could not be read or renewed");
+                                if elector.leading_since().is_none()
+                                    && let Some(u) = unit.take()
+                                {
+                                    self.step_down(u, None).await;
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            if unit.is_none() {
+                let active =
+                    control::gateway::active(&candidates_rx.borrow(), &self.opts.node_name);
+                self.route_via_gateway(active, &mut routed_via).await;
+            }
+        }
+        if let Some(u) = unit {
+            u.halt().await;
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(5), watching).await;
+    }
+
+    /// Elected: publish the claim and run the tunnel, route and sync.
+    fn become_gateway(&self, since_text: String, stop: &watch::Receiver<bool>) -> Unit {
+        tracing::info!(cluster = %self.remote.name, device = %self.remote.device_name(), node = %self.opts.node_name, elected = %since_text, "this node is now the remote's gateway");
+        self.set_advert(true, Some(since_text));
+        self.rs
+            .set_gateway(Some((self.opts.node_name.clone(), true)));
+        let (unit_tx, unit_rx) = watch::channel(false);
+        // The unit stops when we step down or when the agent stops.
+        let mut global = stop.clone();
+        let forward = unit_tx.clone();
+        let mut tasks = vec![tokio::spawn(async move {
+            let _ = global.wait_for(|s| *s).await;
+            let _ = forward.send(true);
+        })];
+        let (takeover_tx, takeover_rx) = mpsc::channel(1);
+        tasks.push(tokio::spawn(crate::remote::supervise(
+            self.remote.clone(),
+            self.key.clone(),
+            Arc::clone(&self.rs),
+            Arc::clone(&self.opts),
+            self.netlink.clone(),
+            unit_rx.clone(),
+            None,
+            takeover_rx,
+        )));
+        tasks.push(tokio::spawn(crate::run::keep_route(
+            self.netlink.clone(),
+            self.remote.clone(),
+            Arc::clone(&self.rs),
+            unit_rx.clone(),
+        )));
+        let (sync, sink) = crate::run::remote_sync(
+            &self.remote,
+            &self.local_name,
+            &self.key,
+            &self.rs,
+            &self.opts,
+        );
+        tasks.push(tokio::spawn(crate::run::sync_remote(
+            self.remote.clone(),
+            sync,
+            sink,
+            Arc::clone(&self.rs),
+            self.kube_requests.clone(),
+            unit_rx,
+        )));
+        Unit {
+            stop: unit_tx,
+            tasks,
+            _takeover: takeover_tx,
+        }
+    }
+
+    /// No longer elected: withdraw the claim, stop the tunnel and delete its device (the
+    /// routes through it go with it).
+    async fn step_down(&self, unit: Unit, holder: Option<&str>) {
+        let device = self.remote.device_name();
+        tracing::warn!(cluster = %self.remote.name, device = %device, new_holder = holder.unwrap_or(""), "this node is no longer the remote's gateway");
+        self.set_advert(false, None);
+        unit.halt().await;
+        match self.netlink.delete_link(&device).await {
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(cluster = %self.remote.name, device = %device, error = %e, "could not delete the device")
+            }
+        }
+        self.rs.route_ok.store(false, Relaxed);
+        self.rs.set_standby(None);
+        self.rs.set_gateway(None);
+    }
+
+    fn set_advert(&self, active: bool, since: Option<String>) {
+        self.adverts.send_modify(|all| {
+            for a in all.iter_mut().filter(|a| a.remote == self.remote.name) {
+                a.active = active;
+                a.gateway_since.clone_from(&since);
+            }
+        });
+    }
+
+    /// On standby: every routed prefix via the active gateway's address.
+    async fn route_via_gateway(
+        &self,
+        active: Option<(String, IpAddr)>,
+        routed_via: &mut Option<(String, IpAddr)>,
+    ) {
+        let device = self.remote.device_name();
+        let Some((name, ip)) = active else {
+            if routed_via.take().is_some() || self.rs.standby_gateway() != Some(None) {
+                tracing::warn!(cluster = %self.remote.name, device = %device, "no active gateway for the remote");
+            }
+            self.rs.route_ok.store(false, Relaxed);
+            self.rs.set_standby(None);
+            self.rs.set_gateway(None);
+            return;
+        };
+        let mut ok = true;
+        for prefix in self.remote.subnets.routed() {
+            if let Err(e) = self.netlink.ensure_route_via(*prefix, ip).await {
+                ok = false;
+                tracing::warn!(cluster = %self.remote.name, device = %device, route = %prefix, gateway = %name, error = %e, "route via the gateway not in place; retrying");
+            }
+        }
+        self.rs.route_ok.store(ok, Relaxed);
+        if routed_via.as_ref() != Some(&(name.clone(), ip)) {
+            tracing::info!(cluster = %self.remote.name, device = %device, gateway = %name, via = %ip, "routing the remote through its gateway");
+            *routed_via = Some((name.clone(), ip));
+        }
+        self.rs.set_standby(Some(name.clone()));
+        self.rs.set_gateway(Some((name, false)));
+    }
+}
+
+impl Unit {
+    async fn halt(self) {
+        let _ = self.stop.send(true);
+        for t in self.tasks {
+            let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
+        }
+    }
+}
+
+/// Whether this node may stand (or go on) as the gateway.
+#[derive(Default)]
+struct Health {
+    /// Leading since, and the received bytes of all peers when they last changed.
+    leading: Option<(Instant, u64, Instant)>,
+    cooldown_until: Option<Instant>,
+}
+
+impl Health {
+    fn started(&mut self) {
+        let now = Instant::now();
+        self.leading = Some((now, 0, now));
+    }
+
+    fn check(
+        &mut self,
+        remote: &RemoteCluster,
+        leading: bool,
+        rs: &RemoteState,
+    ) -> Result<(), String> {
+        if let Some(until) = self.cooldown_until {
+            if Instant::now() < until {
+                return Err(format!(
+                    "sitting out {} s more after its data path failed",
+                    (until - Instant::now()).as_secs()
+                ));
+            }
+            self.cooldown_until = None;
+        }
+        forwarding(remote)?;
+        if !leading {
+            self.leading = None;
+            return Ok(());
+        }
+        let Some((since, last_rx, changed)) = &mut self.leading else {
+            self.started();
+            return Ok(());
+        };
+        let Some(device) = rs.device() else {
+            return Ok(());
+        };
+        let status = device.status();
+        let rx: u64 = status.peers.iter().map(|p| p.rx_bytes).sum();
+        if rx != *last_rx {
+            *last_rx = rx;
+            *changed = Instant::now();
+        }
+        let stale = changed.elapsed() >= STALE_DATA_PATH && since.elapsed() >= STALE_DATA_PATH;
+        if !status.peers.is_empty() && stale {
+            self.cooldown_until = Some(Instant::now() + COOLDOWN);
+            self.leading = None;
+            return Err(format!(
+                "no authenticated traffic from any of its {} peers for {} s",
+                status.peers.len(),
+                STALE_DATA_PATH.as_secs()
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// IP forwarding on for every family the remote routes.
+fn forwarding(remote: &RemoteCluster) -> Result<(), String> {
+    let v6 = remote.subnets.routed().any(|p| !p.is_ipv4());
+    let mut checks = vec![("net.ipv4.ip_forward", "/proc/sys/net/ipv4/ip_forward")];
+    if v6 {
+        checks.push((
+            "net.ipv6.conf.all.forwarding",
+            "/proc/sys/net/ipv6/conf/all/forwarding",
+        ));
+    }
+    for (name, path) in checks {
+        match std::fs::read_to_string(path) {
+            Ok(v) if v.trim() == "1" => {}
+            Ok(_) => {
+                return Err(format!(
+                    "IP forwarding is off ({name}=0): a gateway must forward"
+                ));
+            }
+            Err(e) => return Err(format!("cannot read {name}: {e}")),
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,102 @@
+# Gateway mode: two clusters of three nodes, a candidate pair per cluster (node 1 and 2
+# labelled), pods on the unlabelled node 3 pinging across. Each function is one test
+# (topology in clusters-lib.sh).
+# shellcheck disable=SC2154,SC2034
+
+pod_ping() { ip netns exec "$(pod_ns "$1")" ping -c 1 -W 1 "$(pod_ip "$2")" >/dev/null 2>&1; }
+metric() { http_get "$1" /metrics | grep -F "$2" | awk '{print $NF}'; }
+# gateway_of NODE: the active gateway NODE's agent sees for the other cluster.
+gateway_of() {
+    http_get "$1" /metrics | sed -n 's/^semaphore_wg_gateway{cluster="[a-z]*",node="\([a-z0-9]*\)".*/\1/p' | head -1
+}
+has_gateway() { [ -n "$(gateway_of "$1")" ]; }
+is_gateway() { [ "$(gateway_of "$1")" = "$2" ]; }
+other_candidate() { [ "$1" = "${2}1" ] && echo "${2}2" || echo "${2}1"; }
+# until_ping A B SECONDS: milliseconds until pod A reaches pod B, or fail.
+until_ping() {
+    local t0 i
+    t0=$(date +%s%N)
+    for i in $(seq $(($3 * 4))); do
+        pod_ping "$1" "$2" && { echo $((($(date +%s%N) - t0) / 1000000)); return 0; }
+        sleep 0.25
+    done
+    fail "pod $1 -> pod $2 did not come back within $3 s"
+}
+
+gateway_clusters_up() {
+    NODES="aws1 aws2 aws3 gcp1 gcp2 gcp3"
+    GATEWAY_NODES="aws1 aws2 gcp1 gcp2"
+    CNI_ROUTES=1
+    # shellcheck source=clusters-lib.sh
+    source "$(dirname "${BASH_SOURCE[0]}")/clusters-lib.sh"
+    clusters_up
+}
+
+# Both clusters in gateway mode (Kuiil's setup): traffic from a pod on a non-gateway node
+# crosses through both gateways; the active aws gateway is killed (kill -9) and traffic
+# flows again through the other candidate; that one is then made unable to forward
+# (ip_forward=0) and hands over to the first, restarted.
+test_gateway_to_gateway_with_failovers() {
+    TOPOLOGY_aws=gateway
+    TOPOLOGY_gcp=gateway
+    gateway_clusters_up
+    local n
+    for n in aws1 aws2 aws3 gcp1 gcp2 gcp3; do wait_for 20 "$n sees an active gateway" has_gateway "$n"; done
+    local awsgw gcpgw
+    awsgw=$(gateway_of aws3)
+    gcpgw=$(gateway_of gcp3)
+    log "active gateways: $awsgw and $gcpgw"
+    wait_for 15 "pod aws3 -> pod gcp3 through both gateways" pod_ping aws3 gcp3
+    pod_ping gcp3 aws3 || fail "pod gcp3 -> pod aws3"
+    ip -n "$(node_ns aws3)" route show 10.4.0.0/16 | grep -q "via $(node_ip "$awsgw")" ||
+        fail "aws3 does not route via $awsgw: $(ip -n "$(node_ns aws3)" route show 10.4.0.0/16)"
+    ip -n "$(node_ns aws3)" link show wireguard.gcp >/dev/null 2>&1 && fail "a tunnel on a non-gateway node"
+    local standby
+    standby=$(other_candidate "$awsgw" aws)
+    ip -n "$(node_ns "$standby")" link show wireguard.gcp >/dev/null 2>&1 && fail "a tunnel on the standby candidate"
+    # The gateways peer with each other only, for the whole of the other cluster.
+    [ "$(in_node "$awsgw" wg show wireguard.gcp peers | wc -l)" = 1 ] || fail "$awsgw peers: $(in_node "$awsgw" wg show wireguard.gcp)"
+    in_node "$awsgw" wg show wireguard.gcp allowed-ips | grep -qF 10.4.0.0/16 || fail "allowed IPs of the gcp gateway"
+    [ "$(annotation aws "$awsgw" gcp.wireguard.semaphore.uw.io/gateway)" != "" ] || fail "no gateway claim on $awsgw"
+    [ "$(metric "$awsgw" "semaphore_wg_gateway{cluster=\"gcp\",node=\"$awsgw\",self=\"true\"}")" = 1 ] || fail "metric on the gateway"
+
+    # The active aws gateway dies.
+    local pid
+    pid=$(eval echo "\$AGENT_PID_$awsgw")
+    kill -9 "$pid"
+    wait "$pid" 2>/dev/null
+    local ms
+    ms=$(until_ping aws3 gcp3 20) || fail "no traffic within 20 s of the gateway dying"
+    log "gateway $awsgw killed: traffic through $standby after $ms ms"
+    wait_for 10 "aws3 routes via $standby" is_gateway aws3 "$standby"
+    grep -q "this node is now the remote's gateway" "$TMP/$standby/agent.log" || fail "no log line on the new gateway"
+
+    # The killed agent comes back as the standby; then the active one cannot forward.
+    start_agent "$awsgw"
+    wait_for 20 "$awsgw back, on standby" is_gateway "$awsgw" "$standby"
+    ip netns exec "$(node_ns "$standby")" sysctl -qw net.ipv4.ip_forward=0
+    ms=$(until_ping aws3 gcp3 60) || fail "no traffic within 60 s of the gateway losing forwarding"
+    log "gateway $standby unable to forward: traffic through $awsgw after $ms ms"
+    wait_for 10 "aws3 routes via $awsgw again" is_gateway aws3 "$awsgw"
+    grep -q "IP forwarding is off" "$TMP/$standby/agent.log" || fail "no log line saying why $standby gave up"
+    pod_ping gcp3 aws3 || fail "pod gcp3 -> pod aws3 after the failovers"
+}
+
+# aws in gateway mode, gcp node to node: every gcp node peers with aws's gateway alone
+# (for all of aws's pods), the gateway peers with every gcp node.
+test_gateway_to_nodes() {
+    TOPOLOGY_aws=gateway
+    gateway_clusters_up
+    wait_for 20 "aws3 sees an active gateway" has_gateway aws3
+    local awsgw n
+    awsgw=$(gateway_of aws3)
+    for n in gcp1 gcp3; do
+        wait_for 15 "pod $n -> pod aws3" pod_ping "$n" aws3
+        [ "$(in_node "$n" wg show wireguard.aws peers | wc -l)" = 1 ] || fail "$n peers: $(in_node "$n" wg show wireguard.aws)"
+        in_node "$n" wg show wireguard.aws allowed-ips | grep -qF 10.2.0.0/16 || fail "$n: allowed IPs of aws's gateway"
+    done
+    wait_for 15 "pod aws3 -> pod gcp2" pod_ping aws3 gcp2
+    [ "$(in_node "$awsgw" wg show wireguard.gcp peers | wc -l)" = 3 ] || fail "the gateway's peers: $(in_node "$awsgw" wg show wireguard.gcp)"
+    [ "$(metric gcp1 'semaphore_wg_skipped_nodes_total{cluster="aws",reason="behind_gateway"}')" = 0 ] ||
+        fail "non-gateway aws nodes advertised (they should publish nothing)"
+}

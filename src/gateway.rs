@@ -48,6 +48,8 @@ pub struct GatewayRemote {
 /// The running tunnel, route and sync of the remote while we are its gateway.
 struct Unit {
     stop: watch::Sender<bool>,
+    /// Passes the agent's stop on to the unit (aborted when the unit stops first).
+    forward_stop: JoinHandle<()>,
     tasks: Vec<JoinHandle<()>>,
     _takeover: mpsc::Sender<crate::takeover::HandoverRequest>,
 }
@@ -104,6 +106,7 @@ impl GatewayRemote {
                                 if unit.is_none() {
                                     let since = control::gateway::claim_text(&since);
                                     unit = Some(self.become_gateway(since, &stop));
+                                    self.firewall(true).await;
                                     health.started();
                                     routed_via = None;
                                 }
@@ -147,10 +150,11 @@ impl GatewayRemote {
         // The unit stops when we step down or when the agent stops.
         let mut global = stop.clone();
         let forward = unit_tx.clone();
-        let mut tasks = vec![tokio::spawn(async move {
+        let forward_stop = tokio::spawn(async move {
             let _ = global.wait_for(|s| *s).await;
             let _ = forward.send(true);
-        })];
+        });
+        let mut tasks = Vec::new();
         let (takeover_tx, takeover_rx) = mpsc::channel(1);
         tasks.push(tokio::spawn(crate::remote::supervise(
             self.remote.clone(),
@@ -185,6 +189,7 @@ impl GatewayRemote {
         )));
         Unit {
             stop: unit_tx,
+            forward_stop,
             tasks,
             _takeover: takeover_tx,
         }
@@ -197,6 +202,7 @@ impl GatewayRemote {
         tracing::warn!(cluster = %self.remote.name, device = %device, new_holder = holder.unwrap_or(""), "this node is no longer the remote's gateway");
         self.set_advert(false, None);
         unit.halt().await;
+        self.firewall(false).await;
         match self.netlink.delete_link(&device).await {
             Ok(_) => {}
             Err(e) => {
@@ -206,6 +212,37 @@ impl GatewayRemote {
         self.rs.route_ok.store(false, Relaxed);
         self.rs.set_standby(None);
         self.rs.set_gateway(None);
+    }
+
+    /// Opens (`open`) or closes the node's `FORWARD` chain for the remote's prefixes, where
+    /// its policy drops (`control::firewall`).
+    async fn firewall(&self, open: bool) {
+        let prefixes: Vec<_> = self.remote.subnets.routed().copied().collect();
+        let (cluster, device) = (self.remote.name.clone(), self.remote.device_name());
+        let done = tokio::task::spawn_blocking(move || {
+            if open {
+                control::firewall::accept(&prefixes).map(|added| (added, prefixes))
+            } else {
+                control::firewall::withdraw(&prefixes).map(|()| (Vec::new(), prefixes))
+            }
+        })
+        .await;
+        match done {
+            Ok(Ok((added, _))) if !added.is_empty() => {
+                let added: Vec<String> = added.iter().map(ToString::to_string).collect();
+                tracing::info!(cluster = %cluster, device = %device, prefixes = %added.join(","), "the FORWARD policy drops: accepting forwarding to and from the remote's prefixes");
+            }
+            Ok(Ok(_)) => {}
+            Ok(Err(e @ control::firewall::FirewallError::Missing { .. })) => {
+                tracing::warn!(cluster = %cluster, device = %device, error = %e, "if this node's FORWARD policy drops, the gateway's forwarded traffic is lost");
+            }
+            Ok(Err(e)) => {
+                tracing::error!(cluster = %cluster, device = %device, error = %control::error_chain(&e), "could not adjust the FORWARD chain");
+            }
+            Err(e) => {
+                tracing::error!(cluster = %cluster, device = %device, error = %e, "the FORWARD chain task failed")
+            }
+        }
     }
 
     fn set_advert(&self, active: bool, since: Option<String>) {
@@ -252,6 +289,7 @@ impl GatewayRemote {
 
 impl Unit {
     async fn halt(self) {
+        self.forward_stop.abort();
         let _ = self.stop.send(true);
         for t in self.tasks {
             let _ = tokio::time::timeout(Duration::from_secs(5), t).await;

@@ -10,6 +10,7 @@ pub mod claim_flag;
 pub mod claims;
 pub mod config;
 pub mod election;
+pub mod firewall;
 #[cfg(any(test, feature = "fuzzing"))]
 pub mod fuzzing;
 pub mod gateway;

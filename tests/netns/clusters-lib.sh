@@ -13,6 +13,7 @@
 #   GATEWAY_NODES="aws1 gcp1"  nodes labelled semaphore.uw.io/gateway=true
 #   TOPOLOGY_aws=gateway       aws's agents reach gcp through an elected gateway (and
 #                 TOPOLOGY_gcp likewise)
+#   FORWARD_DROP="aws1"  those nodes' iptables FORWARD policy is DROP (as Docker sets it)
 #   CNI_ROUTES=1  each node routes the pod CIDRs of the other nodes of its cluster via
 #                 their node addresses, as a CNI would (gateway mode forwards over them)
 
@@ -25,6 +26,7 @@ NAT_NODE=${NAT_NODE:-}
 RESYNC=${RESYNC:-30s}
 GATEWAY_NODES=${GATEWAY_NODES:-}
 CNI_ROUTES=${CNI_ROUTES:-}
+FORWARD_DROP=${FORWARD_DROP:-}
 NAT_PUBLIC_IP=192.168.240.9
 TOKEN_aws="aws-token-$RID"
 TOKEN_gcp="gcp-token-$RID"
@@ -264,6 +266,7 @@ clusters_up() {
         ip -n "$pns" addr add "$(pod_ip "$n")/24" dev eth0
         ip -n "$pns" link set eth0 up
         ip -n "$pns" route add default via "$gw"
+        case " $FORWARD_DROP " in *" $n "*) ip netns exec "$ns" iptables -P FORWARD DROP ;; esac
         if [ -n "$CNI_ROUTES" ]; then
             local other
             for other in $NODES; do

@@ -11,6 +11,8 @@ gateway_of() {
 }
 has_gateway() { [ -n "$(gateway_of "$1")" ]; }
 is_gateway() { [ "$(gateway_of "$1")" = "$2" ]; }
+# our_rules NODE: the gateway's ACCEPT rules in the node's FORWARD chain.
+our_rules() { ip netns exec "$(node_ns "$1")" iptables -S FORWARD | grep -c "semaphore-wireguard gateway"; }
 other_candidate() { [ "$1" = "${2}1" ] && echo "${2}2" || echo "${2}1"; }
 # until_ping A B SECONDS: milliseconds until pod A reaches pod B, or fail.
 until_ping() {
@@ -27,6 +29,7 @@ gateway_clusters_up() {
     NODES="aws1 aws2 aws3 gcp1 gcp2 gcp3"
     GATEWAY_NODES="aws1 aws2 gcp1 gcp2"
     CNI_ROUTES=1
+    FORWARD_DROP="aws1 aws2"
     # shellcheck source=clusters-lib.sh
     source "$(dirname "${BASH_SOURCE[0]}")/clusters-lib.sh"
     clusters_up
@@ -58,6 +61,10 @@ test_gateway_to_gateway_with_failovers() {
     [ "$(in_node "$awsgw" wg show wireguard.gcp peers | wc -l)" = 1 ] || fail "$awsgw peers: $(in_node "$awsgw" wg show wireguard.gcp)"
     in_node "$awsgw" wg show wireguard.gcp allowed-ips | grep -qF 10.4.0.0/16 || fail "allowed IPs of the gcp gateway"
     [ "$(annotation aws "$awsgw" gcp.wireguard.semaphore.uw.io/gateway)" != "" ] || fail "no gateway claim on $awsgw"
+    # aws's candidates drop forwarded traffic by policy: the gateway accepts exactly gcp's
+    # pods, both ways; the standby adds nothing.
+    [ "$(our_rules "$awsgw")" = 2 ] || fail "FORWARD rules on $awsgw: $(ip netns exec "$(node_ns "$awsgw")" iptables -S FORWARD)"
+    [ "$(our_rules "$standby")" = 0 ] || fail "FORWARD rules on the standby $standby"
     [ "$(metric "$awsgw" "semaphore_wg_gateway{cluster=\"gcp\",node=\"$awsgw\",self=\"true\"}")" = 1 ] || fail "metric on the gateway"
 
     # The active aws gateway dies.
@@ -79,6 +86,8 @@ test_gateway_to_gateway_with_failovers() {
     log "gateway $standby unable to forward: traffic through $awsgw after $ms ms"
     wait_for 10 "aws3 routes via $awsgw again" is_gateway aws3 "$awsgw"
     grep -q "IP forwarding is off" "$TMP/$standby/agent.log" || fail "no log line saying why $standby gave up"
+    [ "$(our_rules "$standby")" = 0 ] || fail "$standby kept its FORWARD rules after stepping down"
+    [ "$(our_rules "$awsgw")" = 2 ] || fail "FORWARD rules on $awsgw, gateway again"
     pod_ping gcp3 aws3 || fail "pod gcp3 -> pod aws3 after the failovers"
 }
 

@@ -166,20 +166,20 @@ impl GatewayRemote {
             None,
             takeover_rx,
         )));
-        tasks.push(tokio::spawn(crate::run::keep_route(
+        tasks.push(tokio::spawn(crate::serve::keep_route(
             self.netlink.clone(),
             self.remote.clone(),
             Arc::clone(&self.rs),
             unit_rx.clone(),
         )));
-        let (sync, sink) = crate::run::remote_sync(
+        let (sync, sink) = crate::serve::remote_sync(
             &self.remote,
             &self.local_name,
             &self.key,
             &self.rs,
             &self.opts,
         );
-        tasks.push(tokio::spawn(crate::run::sync_remote(
+        tasks.push(tokio::spawn(crate::serve::sync_remote(
             self.remote.clone(),
             sync,
             sink,

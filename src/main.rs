@@ -11,6 +11,7 @@ mod metrics;
 mod options;
 mod remote;
 mod run;
+mod serve;
 mod show;
 mod standalone;
 mod state;

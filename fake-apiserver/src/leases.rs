@@ -3,7 +3,6 @@
 //! and a plain list. resourceVersions come from the node store's global counter, as one
 //! etcd revision would. No watch: candidates poll their Lease.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::Router;
@@ -15,15 +14,12 @@ use axum::routing::get;
 use k8s_openapi::api::coordination::v1::Lease;
 use serde_json::json;
 
-use crate::shared::{Shared, lock};
+use crate::shared::{Leases, Shared, lock};
 use crate::status::{ApiError, json_response};
 
 type ApiResult = Result<Response, ApiError>;
 
 const BASE: &str = "/apis/coordination.k8s.io/v1/namespaces/{ns}/leases";
-
-/// Leases by (namespace, name).
-pub(crate) type Leases = BTreeMap<(String, String), Lease>;
 
 /// The Lease routes.
 pub(crate) fn routes() -> Router<Arc<Shared>> {

@@ -1,6 +1,7 @@
 //! State shared by the request handlers and the control handle: the object store, the
 //! token, injected faults, the request log and the watch switches.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::AtomicUsize;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
@@ -15,6 +16,9 @@ pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
+/// Leases by (namespace, name).
+pub(crate) type Leases = BTreeMap<(String, String), k8s_openapi::api::coordination::v1::Lease>;
+
 /// Pending injected failures: `remaining` requests will get `status`.
 #[derive(Debug, Default, Clone, Copy)]
 pub(crate) struct Faults {
@@ -26,7 +30,7 @@ pub(crate) struct Faults {
 pub(crate) struct Shared {
     pub store: Mutex<Store>,
     /// coordination.k8s.io Leases (`leases.rs`).
-    pub leases: Mutex<crate::leases::Leases>,
+    pub leases: Mutex<Leases>,
     /// Snapshots of paged lists.
     pub pages: Mutex<Pages>,
     pub token: Mutex<Option<String>>,

@@ -16,6 +16,7 @@ pub mod fuzzing;
 pub mod gateway;
 pub mod hold;
 pub mod http_metrics;
+pub mod mirror;
 pub mod netlink;
 pub mod node;
 pub mod peers;

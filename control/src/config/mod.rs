@@ -16,7 +16,7 @@ mod error;
 mod subnets;
 mod topology;
 
-pub use duration::{DurationError, parse_go_duration};
+pub use duration::{DurationError, from_json as duration_from_json, parse_go_duration};
 pub use error::ConfigError;
 pub use subnets::{Subnets, contains};
 pub use topology::{DEFAULT_GATEWAY_LABEL, NodeLabel, Topology};

@@ -1,0 +1,5 @@
+//! The service mirror (`semaphore-wireguard mirror`), a drop-in for
+//! semaphore-service-mirror: remote Services and their endpoints mirrored into a local
+//! namespace, and same-named Services of several clusters merged into global Services.
+
+pub mod config;

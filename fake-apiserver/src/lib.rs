@@ -1,8 +1,9 @@
 //! A fake Kubernetes API server for tests.
 //!
 //! **This is a test double of the subset of the Kubernetes API that the
-//! semaphore-wireguard node agent uses — core/v1 `Nodes` and the `Leases` of
-//! leader election — not a general
+//! semaphore-wireguard agent and its service mirror use — core/v1 `Nodes`, the
+//! `Leases` of leader election, and `Namespaces`, `Services`, `Endpoints` and
+//! `EndpointSlices` (`objects.rs`) — not a general
 //! apiserver.** It speaks real HTTP/1.1, so the real `kube::Client` and
 //! `kube::runtime::watcher` work against it over loopback, and it lets tests
 //! drive the situations a real cluster produces only occasionally: watch
@@ -49,8 +50,11 @@
 mod admin;
 mod api;
 mod discovery;
+mod kinds;
 mod leases;
 mod merge_patch;
+mod objects;
+mod objects_api;
 mod pages;
 mod selector;
 mod server;

@@ -93,18 +93,21 @@ impl Selector {
 
     /// Whether `node` is selected.
     pub fn matches(&self, node: &Node) -> bool {
-        let name = node.metadata.name.as_deref().unwrap_or_default();
+        let empty = BTreeMap::new();
+        self.matches_meta(
+            node.metadata.name.as_deref().unwrap_or_default(),
+            node.metadata.labels.as_ref().unwrap_or(&empty),
+        )
+    }
+
+    /// Whether an object of this name and these labels is selected.
+    pub fn matches_meta(&self, name: &str, labels: &BTreeMap<String, String>) -> bool {
         if self.never || self.name_is.as_deref().is_some_and(|n| n != name) {
             return false;
         }
         if self.name_is_not.iter().any(|n| n == name) {
             return false;
         }
-        if self.labels.is_empty() {
-            return true;
-        }
-        let empty = BTreeMap::new();
-        let labels = node.metadata.labels.as_ref().unwrap_or(&empty);
         self.labels.iter().all(|r| r.matches(labels))
     }
 

@@ -35,6 +35,7 @@ pub async fn start(addr: SocketAddr, opts: Options) -> std::io::Result<FakeApiSe
     let shared = Arc::new(Shared {
         store: Mutex::new(Store::new(opts.history)),
         leases: Mutex::new(Default::default()),
+        objects: Mutex::new(crate::objects::ObjectStore::new(opts.history)),
         pages: Mutex::new(Pages::default()),
         token: Mutex::new(opts.token),
         faults: Mutex::new(Faults::default()),
@@ -47,6 +48,7 @@ pub async fn start(addr: SocketAddr, opts: Options) -> std::io::Result<FakeApiSe
     let router = Router::new()
         .merge(api::routes())
         .merge(leases::routes())
+        .merge(crate::objects_api::routes())
         .merge(discovery::routes())
         .merge(admin::routes())
         .fallback(discovery::not_found)

@@ -29,6 +29,8 @@ pub(crate) struct Faults {
 /// State shared by the handlers and the control handle.
 pub(crate) struct Shared {
     pub store: Mutex<Store>,
+    /// Namespaces, Services, Endpoints, EndpointSlices (`objects.rs`).
+    pub objects: Mutex<crate::objects::ObjectStore>,
     /// coordination.k8s.io Leases (`leases.rs`).
     pub leases: Mutex<Leases>,
     /// Snapshots of paged lists.

@@ -3,3 +3,6 @@
 //! namespace, and same-named Services of several clusters merged into global Services.
 
 pub mod config;
+pub mod global;
+pub mod objects;
+pub mod queue;

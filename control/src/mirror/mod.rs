@@ -6,3 +6,4 @@ pub mod config;
 pub mod global;
 pub mod objects;
 pub mod queue;
+pub mod services;

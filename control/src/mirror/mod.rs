@@ -6,4 +6,6 @@ pub mod config;
 pub mod global;
 pub mod objects;
 pub mod queue;
+pub mod runner;
 pub mod services;
+pub mod slices;

@@ -1,4 +1,4 @@
-//! The Service mirror of one remote, between two fake API servers (remote and local),
+//! The Service and EndpointSlice mirrors of one remote, between two fake API servers (remote and local),
 //! with the real `kube::Client`s.
 
 mod common;
@@ -9,8 +9,10 @@ use std::time::Duration;
 
 use common::*;
 use control::http_metrics::RequestCounts;
-use control::mirror::services::{ServiceMirror, ServiceMirrorStatus};
-use k8s_openapi::api::core::v1::{Namespace, Service, ServicePort, ServiceSpec};
+use control::mirror::services::{MirrorStatus, ServiceMirror};
+use control::mirror::slices::SliceMirror;
+use k8s_openapi::api::core::v1::{Endpoints, Namespace, Service, ServicePort, ServiceSpec};
+use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions, EndpointPort, EndpointSlice};
 use kube::api::{Api, DeleteParams, ObjectMeta, PostParams};
 
 fn svc(name: &str, labels: &[(&str, &str)], port: i32) -> Service {
@@ -105,7 +107,7 @@ async fn remote_services_are_mirrored_updated_and_removed() {
     lsvc.create(&pp, &others).await.unwrap();
     lsvc.create(&pp, &svc("unrelated", &[], 1)).await.unwrap();
 
-    let status = Arc::new(ServiceMirrorStatus::default());
+    let status = Arc::new(MirrorStatus::default());
     let mirror = ServiceMirror {
         remote: "a".into(),
         prefix: "a".into(),
@@ -217,6 +219,159 @@ async fn remote_services_are_mirrored_updated_and_removed() {
         .unwrap();
     settle("deleted with its source", || async {
         lsvc.get_opt("a-foo-73736d-again").await.unwrap().is_none()
+    })
+    .await;
+    let _ = stop_tx.send(());
+    tokio::time::timeout(Duration::from_secs(5), task)
+        .await
+        .unwrap()
+        .unwrap();
+}
+
+fn slice(name: &str, service: &str, labels: &[(&str, &str)], ip: &str) -> EndpointSlice {
+    let mut l: BTreeMap<String, String> = labels
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    l.insert("kubernetes.io/service-name".into(), service.into());
+    EndpointSlice {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            labels: Some(l),
+            ..Default::default()
+        },
+        address_type: "IPv4".into(),
+        endpoints: vec![Endpoint {
+            addresses: vec![ip.into()],
+            conditions: Some(EndpointConditions {
+                ready: Some(true),
+                ..Default::default()
+            }),
+            node_name: Some("gcp1".into()),
+            ..Default::default()
+        }],
+        ports: Some(vec![EndpointPort {
+            name: Some("http".into()),
+            port: Some(80),
+            ..Default::default()
+        }]),
+    }
+}
+
+#[tokio::test]
+async fn remote_endpointslices_are_mirrored_and_the_originals_endpoints_go() {
+    let (rs, rtok) = server("remote").await;
+    let (ls, ltok) = server("local").await;
+    let counts = RequestCounts::default();
+    let remote = control::remote::remote_client(&token_access(&rs, &rtok), &counts)
+        .await
+        .unwrap();
+    let local = control::remote::remote_client(&token_access(&ls, &ltok), &counts)
+        .await
+        .unwrap();
+    let pp = PostParams::default();
+    namespace(&remote, "foo").await;
+    namespace(&local, "sys").await;
+    let rslices: Api<EndpointSlice> = Api::namespaced(remote.clone(), "foo");
+    let lslices: Api<EndpointSlice> = Api::namespaced(local.clone(), "sys");
+    rslices
+        .create(
+            &pp,
+            &slice("bar-abcde", "bar", &[("m", "true")], "10.4.1.10"),
+        )
+        .await
+        .unwrap();
+    rslices
+        .create(&pp, &slice("plain-xyz", "plain", &[], "10.4.1.11"))
+        .await
+        .unwrap();
+    // Left by the Go original: mirrored Endpoints of this prefix; and a stale slice of ours.
+    let labels: BTreeMap<String, String> =
+        [("mirrored-svc", "true"), ("mirror-svc-prefix-sync", "a")]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+    let lep: Api<Endpoints> = Api::namespaced(local.clone(), "sys");
+    lep.create(
+        &pp,
+        &Endpoints {
+            metadata: ObjectMeta {
+                name: Some("a-foo-73736d-bar".into()),
+                labels: Some(labels.clone()),
+                ..Default::default()
+            },
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let mut stale = slice("a-foo-gone-1", "x", &[], "10.4.9.9");
+    stale
+        .metadata
+        .labels
+        .as_mut()
+        .unwrap()
+        .extend(labels.clone());
+    lslices.create(&pp, &stale).await.unwrap();
+
+    let status = Arc::new(MirrorStatus::default());
+    let mirror = SliceMirror {
+        remote: "a".into(),
+        prefix: "a".into(),
+        namespace: "sys".into(),
+        selector: "m=true".into(),
+        gc_at_start: true,
+        resync: Duration::ZERO,
+    };
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let task =
+        tokio::spawn(
+            mirror.run(remote.clone(), local.clone(), Arc::clone(&status), async {
+                let _ = stop_rx.await;
+            }),
+        );
+    settle("the mirrored slice", || async {
+        lslices.get_opt("a-foo-bar-abcde").await.unwrap().is_some()
+    })
+    .await;
+    let m = lslices.get("a-foo-bar-abcde").await.unwrap();
+    let l = m.metadata.labels.unwrap();
+    assert_eq!(l["kubernetes.io/service-name"], "a-foo-73736d-bar");
+    assert_eq!(
+        l["endpointslice.kubernetes.io/managed-by"],
+        "semaphore-service-mirror"
+    );
+    assert_eq!(l["mirror-svc-prefix-sync"], "a");
+    assert_eq!(m.endpoints[0].addresses, ["10.4.1.10"]);
+    assert_eq!(m.endpoints[0].node_name.as_deref(), Some("gcp1"));
+    assert_eq!(m.ports.unwrap()[0].port, Some(80));
+    settle("the stale slice collected", || async {
+        lslices.get_opt("a-foo-gone-1").await.unwrap().is_none()
+    })
+    .await;
+    settle("the original's Endpoints deleted", || async {
+        lep.get_opt("a-foo-73736d-bar").await.unwrap().is_none()
+    })
+    .await;
+    assert!(
+        lslices.get_opt("a-foo-plain-xyz").await.unwrap().is_none(),
+        "unlabelled"
+    );
+
+    // A new address follows; the slice's deletion removes the copy.
+    let mut r = rslices.get("bar-abcde").await.unwrap();
+    r.endpoints[0].addresses = vec!["10.4.2.20".into()];
+    rslices.replace("bar-abcde", &pp, &r).await.unwrap();
+    settle("the new address", || async {
+        lslices.get("a-foo-bar-abcde").await.unwrap().endpoints[0].addresses == ["10.4.2.20"]
+    })
+    .await;
+    rslices
+        .delete("bar-abcde", &DeleteParams::default())
+        .await
+        .unwrap();
+    settle("the copy removed", || async {
+        lslices.get_opt("a-foo-bar-abcde").await.unwrap().is_none()
     })
     .await;
     let _ = stop_tx.send(());

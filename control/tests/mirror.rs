@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use common::*;
 use control::http_metrics::RequestCounts;
+use control::mirror::global::GlobalServices;
+use control::mirror::global_services::GlobalServiceMirror;
 use control::mirror::services::{MirrorStatus, ServiceMirror};
 use control::mirror::slices::SliceMirror;
 use k8s_openapi::api::core::v1::{Endpoints, Namespace, Service, ServicePort, ServiceSpec};
@@ -379,4 +381,119 @@ async fn remote_endpointslices_are_mirrored_and_the_originals_endpoints_go() {
         .await
         .unwrap()
         .unwrap();
+}
+
+#[tokio::test]
+async fn global_services_gather_every_cluster_and_go_with_the_last() {
+    let counts = RequestCounts::default();
+    let mut clients = Vec::new();
+    let mut servers = Vec::new();
+    for name in ["local", "a", "b"] {
+        let (s, tok) = server(name).await;
+        clients.push(
+            control::remote::remote_client(&token_access(&s, &tok), &counts)
+                .await
+                .unwrap(),
+        );
+        servers.push(s);
+    }
+    let (local, a, b) = (clients[0].clone(), clients[1].clone(), clients[2].clone());
+    let pp = PostParams::default();
+    for c in [&local, &a, &b] {
+        namespace(c, "foo").await;
+    }
+    namespace(&local, "sys").await;
+    let src = |c: &kube::Client| Api::<Service>::namespaced(c.clone(), "foo");
+    let mut routed = svc("web", &[("g", "true"), ("r", "local-first")], 80);
+    routed.spec.as_mut().unwrap().type_ = None;
+    src(&a).create(&pp, &routed).await.unwrap();
+    src(&b)
+        .create(&pp, &svc("web", &[("g", "true")], 8080))
+        .await
+        .unwrap();
+    src(&local)
+        .create(&pp, &svc("web", &[("g", "true")], 8080))
+        .await
+        .unwrap();
+
+    let store = Arc::new(std::sync::Mutex::new(GlobalServices::default()));
+    let status = Arc::new(MirrorStatus::default());
+    let (stop_tx, _) = tokio::sync::broadcast::channel::<()>(1);
+    let mut tasks = Vec::new();
+    for (name, client) in [("local", &local), ("a", &a), ("b", &b)] {
+        let m = GlobalServiceMirror {
+            cluster: name.into(),
+            namespace: "sys".into(),
+            selector: "g=true".into(),
+            routing: "r=local-first".parse().unwrap(),
+        };
+        let mut stop = stop_tx.subscribe();
+        tasks.push(tokio::spawn(m.run(
+            client.clone(),
+            local.clone(),
+            Arc::clone(&store),
+            Arc::clone(&status),
+            async move {
+                let _ = stop.recv().await;
+            },
+        )));
+    }
+    let global: Api<Service> = Api::namespaced(local.clone(), "sys");
+    let clusters = |s: &Service| {
+        let mut c: Vec<String> = s
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get("global-svc-clusters"))
+            .map(|v| v.split(',').map(str::to_string).collect())
+            .unwrap_or_default();
+        c.sort();
+        c
+    };
+    settle("every cluster in the global service", || async {
+        global
+            .get_opt("gl-foo-73736d-web")
+            .await
+            .unwrap()
+            .is_some_and(|s| clusters(&s) == ["a", "b", "local"])
+    })
+    .await;
+    let g = global.get("gl-foo-73736d-web").await.unwrap();
+    assert_eq!(g.metadata.labels.unwrap()["global-svc"], "true");
+    assert_eq!(g.spec.as_ref().unwrap().selector, None);
+    assert_eq!(g.spec.unwrap().ports.unwrap()[0].node_port, None);
+
+    // a's source goes: a leaves the global service, which stays for the others.
+    src(&a)
+        .delete("web", &DeleteParams::default())
+        .await
+        .unwrap();
+    settle("a left", || async {
+        global
+            .get_opt("gl-foo-73736d-web")
+            .await
+            .unwrap()
+            .is_some_and(|s| clusters(&s) == ["b", "local"])
+    })
+    .await;
+    src(&b)
+        .delete("web", &DeleteParams::default())
+        .await
+        .unwrap();
+    src(&local)
+        .delete("web", &DeleteParams::default())
+        .await
+        .unwrap();
+    settle("the global service gone with the last source", || async {
+        global.get_opt("gl-foo-73736d-web").await.unwrap().is_none()
+    })
+    .await;
+    let _ = stop_tx.send(());
+    for t in tasks {
+        tokio::time::timeout(Duration::from_secs(5), t)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    drop(servers);
 }

@@ -4,8 +4,10 @@
 
 pub mod config;
 pub mod global;
+pub mod global_services;
 pub mod objects;
 pub mod queue;
 pub mod runner;
+pub mod selector;
 pub mod services;
 pub mod slices;

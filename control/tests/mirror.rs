@@ -11,6 +11,7 @@ use common::*;
 use control::http_metrics::RequestCounts;
 use control::mirror::global::GlobalServices;
 use control::mirror::global_services::GlobalServiceMirror;
+use control::mirror::global_slices::GlobalSliceMirror;
 use control::mirror::services::{MirrorStatus, ServiceMirror};
 use control::mirror::slices::SliceMirror;
 use k8s_openapi::api::core::v1::{Endpoints, Namespace, Service, ServicePort, ServiceSpec};
@@ -496,4 +497,131 @@ async fn global_services_gather_every_cluster_and_go_with_the_last() {
             .unwrap();
     }
     drop(servers);
+}
+
+#[tokio::test]
+async fn global_slices_carry_every_clusters_endpoints_with_zones_and_hints() {
+    let counts = RequestCounts::default();
+    let (ls, ltok) = server("local").await;
+    let (rs, rtok) = server("a").await;
+    let local = control::remote::remote_client(&token_access(&ls, &ltok), &counts)
+        .await
+        .unwrap();
+    let a = control::remote::remote_client(&token_access(&rs, &rtok), &counts)
+        .await
+        .unwrap();
+    let pp = PostParams::default();
+    for c in [&local, &a] {
+        namespace(c, "foo").await;
+    }
+    namespace(&local, "sys").await;
+    let mut remote_slice = slice("web-aaaaa", "web", &[("g", "true")], "10.4.1.10");
+    remote_slice.endpoints[0].zone = Some("eu-west-1a".into());
+    Api::<EndpointSlice>::namespaced(a.clone(), "foo")
+        .create(&pp, &remote_slice)
+        .await
+        .unwrap();
+    let mut local_slice = slice("web-lllll", "web", &[("g", "true")], "10.2.1.10");
+    local_slice.endpoints[0].zone = Some("z1".into());
+    Api::<EndpointSlice>::namespaced(local.clone(), "foo")
+        .create(&pp, &local_slice)
+        .await
+        .unwrap();
+    // A copy of a's slice that vanished while no mirror ran: it must go (the original
+    // looked for it in the remote cluster and never found it).
+    let mut stale = slice("gl-web-gone0", "gl-foo-73736d-web", &[], "10.4.9.9");
+    stale.metadata.labels.as_mut().unwrap().extend(
+        [
+            ("mirrored-endpoint-slice", "true"),
+            ("mirror-endpointslice-sync-name", "a"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string())),
+    );
+    let copies: Api<EndpointSlice> = Api::namespaced(local.clone(), "sys");
+    copies.create(&pp, &stale).await.unwrap();
+
+    let status = Arc::new(MirrorStatus::default());
+    let (stop_tx, _) = tokio::sync::broadcast::channel::<()>(1);
+    let mut tasks = Vec::new();
+    for (name, client, zones) in [
+        (
+            "local",
+            &local,
+            Some(vec!["z1".to_string(), "z2".to_string()]),
+        ),
+        ("a", &a, None),
+    ] {
+        let m = GlobalSliceMirror {
+            cluster: name.into(),
+            namespace: "sys".into(),
+            selector: "g=true".into(),
+            gc_at_start: true,
+            local_zones: zones,
+        };
+        let mut stop = stop_tx.subscribe();
+        tasks.push(tokio::spawn(m.run(
+            client.clone(),
+            local.clone(),
+            Arc::clone(&status),
+            async move {
+                let _ = stop.recv().await;
+            },
+        )));
+    }
+    settle("both copies", || async {
+        copies.get_opt("gl-web-aaaaa").await.unwrap().is_some()
+            && copies.get_opt("gl-web-lllll").await.unwrap().is_some()
+    })
+    .await;
+    let r = copies.get("gl-web-aaaaa").await.unwrap();
+    let labels = r.metadata.labels.clone().unwrap();
+    assert_eq!(labels["kubernetes.io/service-name"], "gl-foo-73736d-web");
+    assert_eq!(labels["mirror-endpointslice-sync-name"], "a");
+    assert_eq!(
+        labels["endpointslice.kubernetes.io/managed-by"],
+        "semaphore-service-mirror"
+    );
+    let e = &r.endpoints[0];
+    assert_eq!(e.zone.as_deref(), Some("remote"));
+    assert_eq!(
+        e.hints.as_ref().unwrap().for_zones.as_ref().unwrap()[0].name,
+        "remote"
+    );
+    let l = copies.get("gl-web-lllll").await.unwrap();
+    let e = &l.endpoints[0];
+    assert_eq!(e.zone.as_deref(), Some("z1"));
+    let hinted: Vec<String> = e
+        .hints
+        .clone()
+        .unwrap()
+        .for_zones
+        .unwrap()
+        .into_iter()
+        .map(|z| z.name)
+        .collect();
+    assert_eq!(hinted, ["z1", "z2"]);
+    settle("the stale copy collected", || async {
+        copies.get_opt("gl-web-gone0").await.unwrap().is_none()
+    })
+    .await;
+    Api::<EndpointSlice>::namespaced(a.clone(), "foo")
+        .delete("web-aaaaa", &DeleteParams::default())
+        .await
+        .unwrap();
+    settle("the copy follows its source", || async {
+        copies.get_opt("gl-web-aaaaa").await.unwrap().is_none()
+    })
+    .await;
+    assert!(
+        copies.get_opt("gl-web-lllll").await.unwrap().is_some(),
+        "the local copy stays"
+    );
+    let _ = stop_tx.send(());
+    for t in tasks {
+        tokio::time::timeout(Duration::from_secs(5), t)
+            .await
+            .unwrap()
+            .unwrap();
+    }
 }

@@ -5,6 +5,7 @@
 pub mod config;
 pub mod global;
 pub mod global_services;
+pub mod global_slices;
 pub mod objects;
 pub mod queue;
 pub mod runner;

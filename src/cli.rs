@@ -30,6 +30,50 @@ pub enum Command {
     /// Print what `wg show` prints (interfaces, peers, endpoints, allowed IPs, latest
     /// handshake, transfer), read from the UAPI sockets.
     Show(ShowArgs),
+    /// The service mirror, a drop-in for semaphore-service-mirror: remote Services and
+    /// their endpoints mirrored into a local namespace, and global Services.
+    Mirror(MirrorArgs),
+}
+
+/// semaphore-service-mirror's flags and `SSM_*` variables.
+#[derive(Args, Debug, Clone)]
+pub struct MirrorArgs {
+    /// Path to the JSON config (required).
+    #[arg(long, env = "SSM_CONFIG", value_name = "PATH")]
+    pub config: Option<PathBuf>,
+
+    /// Kubeconfig of the local cluster (empty: the pod's service account).
+    #[arg(long, env = "SSM_KUBE_CONFIG", value_name = "PATH")]
+    pub kube_config: Option<PathBuf>,
+
+    /// Overrides global.mirrorNamespace.
+    #[arg(long, env = "SSM_MIRROR_NS", default_value = "")]
+    pub mirror_ns: String,
+
+    /// Overrides global.mirrorSvcLabelSelector.
+    #[arg(long, env = "SSM_MIRROR_SVC_LABEL_SELECTOR", default_value = "")]
+    pub mirror_svc_label_selector: String,
+
+    /// Overrides global.globalSvcLabelSelector.
+    #[arg(long, env = "SSM_GLOBAL_SVC_LABEL_SELECTOR", default_value = "")]
+    pub global_svc_label_selector: String,
+
+    /// Overrides global.globalSvcRoutingStrategyLabel (its variable is the original's
+    /// SSM_GLOBAL_SVC_TOPOLOGY_LABEL).
+    #[arg(long, env = "SSM_GLOBAL_SVC_TOPOLOGY_LABEL", default_value = "")]
+    pub global_svc_routing_strategy_label: String,
+
+    /// Address for /healthz and /metrics.
+    #[arg(long, env = "SSM_LISTEN_ADDRESS", default_value = ":8080")]
+    pub listen_address: String,
+
+    /// Log level: error, warn, info, debug or trace.
+    #[arg(long, env = "SSM_LOG_LEVEL", default_value = "info")]
+    pub log_level: String,
+
+    /// Log format.
+    #[arg(long, env = "SSM_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -144,14 +188,21 @@ fn parse_ifname(s: &str) -> Result<String, String> {
     Ok(s.to_string())
 }
 
-/// Long flags the Go original accepted with a single dash.
-const GO_FLAGS: [&str; 6] = [
+/// Long flags the Go originals (semaphore-wireguard, semaphore-service-mirror) accepted
+/// with a single dash.
+const GO_FLAGS: [&str; 12] = [
     "clusters-config",
     "listen-address",
     "log-level",
     "node-name",
     "wg-key-path",
     "log-format",
+    "config",
+    "kube-config",
+    "mirror-ns",
+    "mirror-svc-label-selector",
+    "global-svc-label-selector",
+    "global-svc-routing-strategy-label",
 ];
 
 /// Rewrites `-flag` / `-flag=v` of the Go original to `--flag`.
@@ -189,8 +240,33 @@ pub fn args() -> Vec<OsString> {
         .unwrap_or(false);
     if implied {
         args.insert(1, "tunnel".into());
+    } else if mirror_implied(&args) {
+        args.insert(1, "mirror".into());
     }
     normalize(args)
+}
+
+/// The service mirror's Deployment runs the image with `SSM_CONFIG` set and no arguments
+/// (or under the name `semaphore-service-mirror`): that is the `mirror` subcommand.
+fn mirror_implied(args: &[OsString]) -> bool {
+    let named = args
+        .first()
+        .and_then(|a| {
+            PathBuf::from(a)
+                .file_name()
+                .map(|n| n.to_string_lossy().ends_with("semaphore-service-mirror"))
+        })
+        .unwrap_or(false);
+    let set = |v: &str| std::env::var_os(v).is_some_and(|v| !v.is_empty());
+    let subcommand = args.get(1).is_some_and(|a| {
+        let a = a.to_string_lossy();
+        ["tunnel", "show", "mirror", "help"].contains(&a.as_ref())
+    });
+    let run_mode = set("SWG_CLUSTERS_CONFIG")
+        || args
+            .iter()
+            .any(|a| a.to_string_lossy().contains("clusters-config"));
+    !subcommand && (named || (set("SSM_CONFIG") && !run_mode))
 }
 
 /// Run-mode arguments with the required ones checked.

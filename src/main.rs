@@ -8,6 +8,7 @@ mod http;
 mod keys;
 mod logging;
 mod metrics;
+mod mirror;
 mod options;
 mod remote;
 mod run;
@@ -57,6 +58,7 @@ fn main() -> ExitCode {
                 Err(e) => fail(format!("{e:#}")),
             }
         }
+        Some(cli::Command::Mirror(args)) => mirror::main(args, runtime()),
         None => run_mode(cli.run),
     }
 }

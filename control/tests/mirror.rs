@@ -71,17 +71,27 @@ async fn settle<F: Fn() -> Fut, Fut: std::future::Future<Output = bool>>(what: &
     panic!("timed out: {what}");
 }
 
+/// A fake API server and a client of it per cluster name.
+async fn clusters(names: &[&str]) -> (Vec<fake_apiserver::FakeApiServer>, Vec<kube::Client>) {
+    let counts = RequestCounts::default();
+    let (mut servers, mut clients) = (Vec::new(), Vec::new());
+    for name in names {
+        let (s, tok) = server(name).await;
+        let access = token_access(&s, &tok);
+        clients.push(
+            control::remote::remote_client(&access, &counts)
+                .await
+                .unwrap(),
+        );
+        servers.push(s);
+    }
+    (servers, clients)
+}
+
 #[tokio::test]
 async fn remote_services_are_mirrored_updated_and_removed() {
-    let (rs, rtok) = server("remote").await;
-    let (ls, ltok) = server("local").await;
-    let counts = RequestCounts::default();
-    let remote = control::remote::remote_client(&token_access(&rs, &rtok), &counts)
-        .await
-        .unwrap();
-    let local = control::remote::remote_client(&token_access(&ls, &ltok), &counts)
-        .await
-        .unwrap();
+    let (servers, c) = clusters(&["remote", "local"]).await;
+    let (rs, remote, local) = (&servers[0], c[0].clone(), c[1].clone());
     let pp = PostParams::default();
     namespace(&remote, "foo").await;
     namespace(&local, "sys").await;
@@ -263,15 +273,8 @@ fn slice(name: &str, service: &str, labels: &[(&str, &str)], ip: &str) -> Endpoi
 
 #[tokio::test]
 async fn remote_endpointslices_are_mirrored_and_the_originals_endpoints_go() {
-    let (rs, rtok) = server("remote").await;
-    let (ls, ltok) = server("local").await;
-    let counts = RequestCounts::default();
-    let remote = control::remote::remote_client(&token_access(&rs, &rtok), &counts)
-        .await
-        .unwrap();
-    let local = control::remote::remote_client(&token_access(&ls, &ltok), &counts)
-        .await
-        .unwrap();
+    let (_servers, c) = clusters(&["remote", "local"]).await;
+    let (remote, local) = (c[0].clone(), c[1].clone());
     let pp = PostParams::default();
     namespace(&remote, "foo").await;
     namespace(&local, "sys").await;
@@ -386,19 +389,8 @@ async fn remote_endpointslices_are_mirrored_and_the_originals_endpoints_go() {
 
 #[tokio::test]
 async fn global_services_gather_every_cluster_and_go_with_the_last() {
-    let counts = RequestCounts::default();
-    let mut clients = Vec::new();
-    let mut servers = Vec::new();
-    for name in ["local", "a", "b"] {
-        let (s, tok) = server(name).await;
-        clients.push(
-            control::remote::remote_client(&token_access(&s, &tok), &counts)
-                .await
-                .unwrap(),
-        );
-        servers.push(s);
-    }
-    let (local, a, b) = (clients[0].clone(), clients[1].clone(), clients[2].clone());
+    let (servers, c) = clusters(&["local", "a", "b"]).await;
+    let (local, a, b) = (c[0].clone(), c[1].clone(), c[2].clone());
     let pp = PostParams::default();
     for c in [&local, &a, &b] {
         namespace(c, "foo").await;
@@ -501,15 +493,8 @@ async fn global_services_gather_every_cluster_and_go_with_the_last() {
 
 #[tokio::test]
 async fn global_slices_carry_every_clusters_endpoints_with_zones_and_hints() {
-    let counts = RequestCounts::default();
-    let (ls, ltok) = server("local").await;
-    let (rs, rtok) = server("a").await;
-    let local = control::remote::remote_client(&token_access(&ls, &ltok), &counts)
-        .await
-        .unwrap();
-    let a = control::remote::remote_client(&token_access(&rs, &rtok), &counts)
-        .await
-        .unwrap();
+    let (_servers, c) = clusters(&["local", "a"]).await;
+    let (local, a) = (c[0].clone(), c[1].clone());
     let pp = PostParams::default();
     for c in [&local, &a] {
         namespace(c, "foo").await;

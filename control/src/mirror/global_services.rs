@@ -14,13 +14,14 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
-use kube::api::{Api, DeleteParams, ObjectMeta, PostParams};
+use kube::api::{Api, ObjectMeta, PostParams};
 
 use super::global::{GlobalEntry, GlobalServices};
 use super::objects::{GLOBAL_SVC, global_name, is_headless, mirrored_ports};
 use super::runner::{Mirrored, RunnerConfig};
 use super::selector::LabelSelector;
-use super::services::{MirrorStatus, is_not_found};
+use super::services::MirrorStatus;
+use super::writes;
 
 /// What is kept of a source Service.
 #[derive(Debug, Clone, PartialEq)]
@@ -159,15 +160,10 @@ impl Mirrored for GlobalServicesOf {
             }
         };
         let Some(entry) = entry else {
-            return match self.api.delete(&global, &DeleteParams::default()).await {
-                Ok(_) => {
-                    self.status.deleted.fetch_add(1, Relaxed);
-                    tracing::info!(cluster = %self.cluster, service = %global, "no cluster has the service any more: deleting the global service");
-                    Ok(())
-                }
-                Err(e) if is_not_found(&e) => Ok(()),
-                Err(e) => Err(e),
-            };
+            if writes::delete(&self.api, &global, &self.status).await? {
+                tracing::info!(cluster = %self.cluster, service = %global, "no cluster has the service any more: deleting the global service");
+            }
+            return Ok(());
         };
         let pp = PostParams::default();
         match self.api.get_opt(&global).await? {

@@ -11,13 +11,14 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use kube::api::Api;
 
 use super::objects::{
     MIRRORED_SLICE, SERVICE_NAME, SLICE_CLUSTER, global_name, global_slice, global_slice_name,
 };
 use super::runner::{Mirrored, RunnerConfig};
-use super::services::{MirrorStatus, is_not_found};
+use super::services::MirrorStatus;
+use super::writes;
 
 /// What is kept of a source slice.
 #[derive(Debug, Clone, PartialEq)]
@@ -104,33 +105,15 @@ impl Mirrored for SlicesOf {
             .filter_map(|k| global_slice_name(k.split_once('/')?.1).ok())
             .collect();
         let selector = format!("{MIRRORED_SLICE}=true,{SLICE_CLUSTER}={}", self.cluster);
-        let listed = match self
-            .api
-            .list(&ListParams::default().labels(&selector))
-            .await
-        {
-            Ok(l) => l,
-            Err(e) => {
-                tracing::warn!(cluster = %self.cluster, error = %e, "Error syncing endpointslices, skipping..");
-                return;
-            }
-        };
-        for s in listed.items {
-            let name = s.metadata.name.unwrap_or_default();
-            if expected.contains(&name) {
-                continue;
-            }
-            tracing::info!(cluster = %self.cluster, endpointslice = %name, "deleting a stale global endpointslice");
-            match self.api.delete(&name, &DeleteParams::default()).await {
-                Ok(_) => {
-                    self.status.deleted.fetch_add(1, Relaxed);
-                }
-                Err(e) if is_not_found(&e) => {}
-                Err(e) => {
-                    tracing::warn!(cluster = %self.cluster, endpointslice = %name, error = %e, "Error syncing endpointslices, skipping..")
-                }
-            }
-        }
+        writes::collect(
+            &self.api,
+            &selector,
+            &expected,
+            &self.cluster,
+            "global endpointslices",
+            &self.status,
+        )
+        .await;
     }
 
     async fn reconcile(
@@ -146,14 +129,9 @@ impl Mirrored for SlicesOf {
             return Ok(());
         };
         let Some(source) = source else {
-            return match self.api.delete(&local, &DeleteParams::default()).await {
-                Ok(_) => {
-                    self.status.deleted.fetch_add(1, Relaxed);
-                    Ok(())
-                }
-                Err(e) if is_not_found(&e) => Ok(()),
-                Err(e) => Err(e),
-            };
+            return writes::delete(&self.api, &local, &self.status)
+                .await
+                .map(|_| ());
         };
         let Some(service) = &source.service else {
             tracing::warn!(cluster = %self.cluster, endpointslice = %key, "remote endpointslice is missing kubernetes.io/service-name label");
@@ -170,18 +148,6 @@ impl Mirrored for SlicesOf {
             &target,
             self.local_zones.as_deref(),
         );
-        let pp = PostParams::default();
-        match self.api.replace(&local, &pp, &slice).await {
-            Ok(_) => {
-                self.status.updated.fetch_add(1, Relaxed);
-                Ok(())
-            }
-            Err(e) if is_not_found(&e) => {
-                self.api.create(&pp, &slice).await?;
-                self.status.created.fetch_add(1, Relaxed);
-                Ok(())
-            }
-            Err(e) => Err(e),
-        }
+        writes::put(&self.api, &local, &slice, &self.status).await
     }
 }

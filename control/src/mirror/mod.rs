@@ -12,3 +12,4 @@ pub mod runner;
 pub mod selector;
 pub mod services;
 pub mod slices;
+pub mod writes;

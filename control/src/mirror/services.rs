@@ -11,12 +11,13 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
-use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use kube::api::{Api, PostParams};
 
 use super::objects::{
     MIRROR_PREFIX, MIRRORED_SVC, is_headless, mirror_name, mirrored_ports, new_mirror_service,
 };
 use super::runner::{Mirrored, RunnerConfig};
+use super::writes;
 
 /// What is kept of a remote Service.
 #[derive(Debug, Clone, PartialEq)]
@@ -92,11 +93,6 @@ pub fn mirror_selector(prefix: &str) -> String {
     format!("{MIRRORED_SVC}=true,{MIRROR_PREFIX}={prefix}")
 }
 
-/// 404 counts as done for a delete.
-pub fn is_not_found(e: &kube::Error) -> bool {
-    matches!(e, kube::Error::Api(s) if s.code == 404)
-}
-
 impl Mirrored for Services {
     type Remote = Service;
     type Compact = SourceService;
@@ -117,33 +113,15 @@ impl Mirrored for Services {
             })
             .collect();
         let selector = mirror_selector(&self.prefix);
-        let listed = match self
-            .api
-            .list(&ListParams::default().labels(&selector))
-            .await
-        {
-            Ok(l) => l,
-            Err(e) => {
-                tracing::warn!(cluster = %self.remote, error = %e, "Error syncing services, skipping..");
-                return;
-            }
-        };
-        for s in listed.items {
-            let name = s.metadata.name.unwrap_or_default();
-            if expected.contains(&name) {
-                continue;
-            }
-            tracing::info!(cluster = %self.remote, service = %name, "Deleting old service and related endpoint");
-            match self.api.delete(&name, &DeleteParams::default()).await {
-                Ok(_) => {
-                    self.status.deleted.fetch_add(1, Relaxed);
-                }
-                Err(e) if is_not_found(&e) => {}
-                Err(e) => {
-                    tracing::warn!(cluster = %self.remote, service = %name, error = %e, "Error syncing services, skipping..")
-                }
-            }
-        }
+        writes::collect(
+            &self.api,
+            &selector,
+            &expected,
+            &self.remote,
+            "services",
+            &self.status,
+        )
+        .await;
     }
 
     async fn reconcile(&self, key: &str, source: Option<SourceService>) -> Result<(), kube::Error> {
@@ -159,15 +137,10 @@ impl Mirrored for Services {
             }
         };
         let Some(source) = source else {
-            return match self.api.delete(&mirror, &DeleteParams::default()).await {
-                Ok(_) => {
-                    self.status.deleted.fetch_add(1, Relaxed);
-                    tracing::info!(cluster = %self.remote, service = %mirror, "remote service not found, deleting local service");
-                    Ok(())
-                }
-                Err(e) if is_not_found(&e) => Ok(()),
-                Err(e) => Err(e),
-            };
+            if writes::delete(&self.api, &mirror, &self.status).await? {
+                tracing::info!(cluster = %self.remote, service = %mirror, "remote service not found, deleting local service");
+            }
+            return Ok(());
         };
         let remote = Service {
             spec: Some(ServiceSpec {

@@ -19,11 +19,12 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Endpoints;
 use k8s_openapi::api::discovery::v1::{Endpoint, EndpointPort, EndpointSlice};
-use kube::api::{Api, DeleteParams, ListParams, ObjectMeta, PostParams};
+use kube::api::{Api, DeleteParams, ListParams, ObjectMeta};
 
 use super::objects::{MANAGED_BY, MANAGER, SERVICE_NAME, mirror_labels, mirror_name};
 use super::runner::{Mirrored, RunnerConfig};
-use super::services::{MirrorStatus, is_not_found, mirror_selector};
+use super::services::{MirrorStatus, mirror_selector};
+use super::writes::{self, is_not_found};
 
 /// What is kept of a remote EndpointSlice.
 #[derive(Debug, Clone, PartialEq)]
@@ -118,30 +119,16 @@ impl Mirrored for Slices {
             })
             .collect();
         let selector = mirror_selector(&self.prefix);
+        writes::collect(
+            &self.api,
+            &selector,
+            &expected,
+            &self.remote,
+            "endpointslices",
+            &self.status,
+        )
+        .await;
         let lp = ListParams::default().labels(&selector);
-        match self.api.list(&lp).await {
-            Ok(listed) => {
-                for s in listed.items {
-                    let name = s.metadata.name.unwrap_or_default();
-                    if expected.contains(&name) {
-                        continue;
-                    }
-                    tracing::info!(cluster = %self.remote, endpointslice = %name, "deleting a stale mirrored endpointslice");
-                    match self.api.delete(&name, &DeleteParams::default()).await {
-                        Ok(_) => {
-                            self.status.deleted.fetch_add(1, Relaxed);
-                        }
-                        Err(e) if is_not_found(&e) => {}
-                        Err(e) => {
-                            tracing::warn!(cluster = %self.remote, endpointslice = %name, error = %e, "Error syncing endpointslices, skipping..")
-                        }
-                    }
-                }
-            }
-            Err(e) => {
-                tracing::warn!(cluster = %self.remote, error = %e, "Error syncing endpointslices, skipping..")
-            }
-        }
         // The Go original's mirrored Endpoints: gone, so their mirrored slices go too.
         match self.endpoints.list(&lp).await {
             Ok(listed) => {
@@ -170,14 +157,9 @@ impl Mirrored for Slices {
             return Ok(());
         };
         let Some(source) = source else {
-            return match self.api.delete(&local, &DeleteParams::default()).await {
-                Ok(_) => {
-                    self.status.deleted.fetch_add(1, Relaxed);
-                    Ok(())
-                }
-                Err(e) if is_not_found(&e) => Ok(()),
-                Err(e) => Err(e),
-            };
+            return writes::delete(&self.api, &local, &self.status)
+                .await
+                .map(|_| ());
         };
         let Some(service) = &source.service else {
             tracing::warn!(cluster = %self.remote, endpointslice = %key, "remote endpointslice is missing kubernetes.io/service-name label");
@@ -202,19 +184,7 @@ impl Mirrored for Slices {
             endpoints: source.endpoints,
             ports: source.ports,
         };
-        let pp = PostParams::default();
-        match self.api.replace(&local, &pp, &slice).await {
-            Ok(_) => {
-                self.status.updated.fetch_add(1, Relaxed);
-                Ok(())
-            }
-            Err(e) if is_not_found(&e) => {
-                self.api.create(&pp, &slice).await?;
-                self.status.created.fetch_add(1, Relaxed);
-                Ok(())
-            }
-            Err(e) => Err(e),
-        }
+        writes::put(&self.api, &local, &slice, &self.status).await
     }
 }
 

@@ -98,7 +98,10 @@ async fn create(
     };
     let mut leases = lock(&shared.leases);
     if leases.contains_key(&(ns.clone(), name.clone())) {
-        return Err(ApiError::AlreadyExists(name));
+        return Err(ApiError::AlreadyExists {
+            resource: "leases".into(),
+            name,
+        });
     }
     let lease = commit(&shared, &mut leases, &ns, lease);
     drop(leases);

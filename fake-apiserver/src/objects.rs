@@ -108,11 +108,10 @@ impl ObjectStore {
     pub fn create(&mut self, key: Key, object: Value, rv: u64) -> Result<Value, ApiError> {
         self.check_namespace(&key)?;
         if self.objects.contains_key(&key) {
-            return Err(ApiError::AlreadyExists(format!(
-                "{} \"{}\" already exists",
-                key.0.resource(),
-                key.2
-            )));
+            return Err(ApiError::AlreadyExists {
+                resource: key.0.resource().to_string(),
+                name: key.2.clone(),
+            });
         }
         let object = self.defaults(&key, object, None);
         Ok(self.commit(EventType::Added, key, object, None, rv))

@@ -23,9 +23,14 @@ pub enum ApiError {
     /// 405: the path exists but not for this method.
     #[error("the server does not allow this method on the requested resource")]
     MethodNotAllowed,
-    /// 409: create of a node that already exists.
-    #[error("nodes \"{0}\" already exists")]
-    AlreadyExists(String),
+    /// 409: create of an object that already exists.
+    #[error("{resource} \"{name}\" already exists")]
+    AlreadyExists {
+        /// The resource (`nodes`, `leases`, `services` …).
+        resource: String,
+        /// The object's name.
+        name: String,
+    },
     /// 409: optimistic-concurrency failure on update.
     #[error("{0}")]
     Conflict(String),
@@ -56,7 +61,7 @@ impl ApiError {
             ApiError::Unauthorized => 401,
             ApiError::NotFound(_) => 404,
             ApiError::MethodNotAllowed => 405,
-            ApiError::AlreadyExists(_) | ApiError::Conflict(_) => 409,
+            ApiError::AlreadyExists { .. } | ApiError::Conflict(_) => 409,
             ApiError::Expired(_) => 410,
             ApiError::UnsupportedMediaType(_) => 415,
             ApiError::Invalid(_) => 422,
@@ -67,7 +72,7 @@ impl ApiError {
     /// The `metav1.StatusReason` of this error.
     pub fn reason(&self) -> &'static str {
         match self {
-            ApiError::AlreadyExists(_) => "AlreadyExists",
+            ApiError::AlreadyExists { .. } => "AlreadyExists",
             other => reason_for_code(other.code()),
         }
     }
@@ -184,7 +189,11 @@ mod tests {
         assert_eq!(s["reason"], "NotFound");
         assert_eq!(s["kind"], "Status");
         assert_eq!(
-            ApiError::AlreadyExists("a".into()).reason(),
+            ApiError::AlreadyExists {
+                resource: "nodes".into(),
+                name: "a".into()
+            }
+            .reason(),
             "AlreadyExists"
         );
         assert_eq!(ApiError::Injected(503).reason(), "ServiceUnavailable");

@@ -141,7 +141,10 @@ impl Store {
     pub fn create(&mut self, node: Node) -> Result<Node, ApiError> {
         let name = node_name(&node)?;
         if self.nodes.contains_key(&name) {
-            return Err(ApiError::AlreadyExists(name));
+            return Err(ApiError::AlreadyExists {
+                resource: "nodes".into(),
+                name,
+            });
         }
         self.upsert(node)
     }

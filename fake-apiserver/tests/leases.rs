@@ -46,6 +46,7 @@ async fn create_get_replace_with_optimistic_concurrency_and_delete() {
         .await
         .unwrap_err();
     assert_eq!(api_code(&e), 409);
+    assert_eq!(api_message(&e), "leases \"gw-gcp\" already exists");
 
     // Replace with the current resourceVersion: accepted, new resourceVersion.
     let mut mine = within("get", api.get("gw-gcp")).await.unwrap();

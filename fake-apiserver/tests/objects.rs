@@ -74,15 +74,12 @@ async fn services_endpoints_and_slices_crud_and_selectors() {
     assert!(ip.starts_with("10.96."), "{ip}");
     let hl = svcs.create(&pp, &service("hl", &[], true)).await.unwrap();
     assert_eq!(hl.spec.unwrap().cluster_ip.as_deref(), Some("None"));
-    assert_eq!(
-        api_code(
-            &svcs
-                .create(&pp, &service("bar", &[], false))
-                .await
-                .unwrap_err()
-        ),
-        409
-    );
+    let again = svcs
+        .create(&pp, &service("bar", &[], false))
+        .await
+        .unwrap_err();
+    assert_eq!(api_code(&again), 409);
+    assert_eq!(api_message(&again), "services \"bar\" already exists");
 
     // Across namespaces, with a label selector.
     let all: Api<Service> = Api::all(client.clone());

@@ -16,10 +16,14 @@
 #   FORWARD_DROP="aws1"  those nodes' iptables FORWARD policy is DROP (as Docker sets it)
 #   CNI_ROUTES=1  each node routes the pod CIDRs of the other nodes of its cluster via
 #                 their node addresses, as a CNI would (gateway mode forwards over them)
+#   CLUSTERS="aws gcp azr"  a third cluster, azr (pods 10.6.0.0/16, nodes azr1 and azr2);
+#                 every agent then has a remote per other cluster (the first on port
+#                 51820, the second on 51822)
 
 : "${FAKE_APISERVER_BIN:?set FAKE_APISERVER_BIN to the fake-apiserver binary}"
 NS_NET="swg-$RID-net"
 NODES=${NODES:-"aws1 aws2 gcp1 gcp2"}
+CLUSTERS=${CLUSTERS:-"aws gcp"}
 MESH=${MESH:-}
 DUAL_STACK=${DUAL_STACK:-}
 NAT_NODE=${NAT_NODE:-}
@@ -30,24 +34,31 @@ FORWARD_DROP=${FORWARD_DROP:-}
 NAT_PUBLIC_IP=192.168.240.9
 TOKEN_aws="aws-token-$RID"
 TOKEN_gcp="gcp-token-$RID"
+TOKEN_azr="azr-token-$RID"
 API_aws="http://192.168.240.100:6443"
 API_gcp="http://192.168.240.101:6443"
+API_azr="http://192.168.240.102:6443"
 
 node_ip() {
     [ "$1" = "$NAT_NODE" ] && { echo 172.16.9.2; return; }
-    case $1 in aws1) echo 192.168.240.1 ;; aws2) echo 192.168.240.2 ;; gcp1) echo 192.168.240.3 ;; gcp2) echo 192.168.240.4 ;; gcp3) echo 192.168.240.5 ;; aws3) echo 192.168.240.6 ;; esac
+    case $1 in aws1) echo 192.168.240.1 ;; aws2) echo 192.168.240.2 ;; gcp1) echo 192.168.240.3 ;; gcp2) echo 192.168.240.4 ;; gcp3) echo 192.168.240.5 ;; aws3) echo 192.168.240.6 ;; azr1) echo 192.168.240.7 ;; azr2) echo 192.168.240.8 ;; esac
 }
-pod_cidr() { case $1 in aws1) echo 10.2.1.0/24 ;; aws2) echo 10.2.2.0/24 ;; aws3) echo 10.2.3.0/24 ;; gcp1) echo 10.4.1.0/24 ;; gcp2) echo 10.4.2.0/24 ;; gcp3) echo 10.4.3.0/24 ;; esac; }
+pod_cidr() { case $1 in aws1) echo 10.2.1.0/24 ;; aws2) echo 10.2.2.0/24 ;; aws3) echo 10.2.3.0/24 ;; gcp1) echo 10.4.1.0/24 ;; gcp2) echo 10.4.2.0/24 ;; gcp3) echo 10.4.3.0/24 ;; azr1) echo 10.6.1.0/24 ;; azr2) echo 10.6.2.0/24 ;; esac; }
 pod_ip() { local c; c=$(pod_cidr "$1"); echo "${c%.0/24}.10"; }
 # pod_cidr6 NODE: 10.<c>.<n>.0/24 -> fd00:<c>:<n>::/64; pod_ip6: its ::10.
 pod_cidr6() { local c; c=$(pod_cidr "$1"); c=${c%.0/24}; c=${c#10.}; echo "fd00:${c/./:}::/64"; }
 pod_ip6() { local c; c=$(pod_cidr6 "$1"); echo "${c%/64}10"; }
 cluster_of() { echo "${1%[0-9]}"; }
 other_cluster() { [ "$(cluster_of "$1")" = aws ] && echo gcp || echo aws; }
+# other_clusters NODE: every other cluster of CLUSTERS, in order.
+other_clusters() {
+    local c
+    for c in $CLUSTERS; do [ "$c" != "$(cluster_of "$1")" ] && echo "$c"; done
+}
 # cluster_subnet CLUSTER: its pod subnet as the config names it.
 cluster_subnet() {
     local n
-    [ "$1" = aws ] && n=2 || n=4
+    case $1 in aws) n=2 ;; gcp) n=4 ;; azr) n=6 ;; esac
     if [ -n "$DUAL_STACK" ]; then echo "10.$n.0.0/16,fd00:$n::/32"; else echo "10.$n.0.0/16"; fi
 }
 node_ns() { echo "swg-$RID-$1"; }
@@ -111,25 +122,30 @@ current-context: $c
 KC
 }
 
-# agent_config NODE: the seed's config style, for a node of either cluster. A test may
-# add remotes for one node with EXTRA_REMOTES_<node> (JSON objects, comma first), and
-# fields to its remote with REMOTE_EXTRA_<node> (comma first). With MESH, the mesh of its
-# own cluster: a remote named after the local cluster, no access fields (the local
-# cluster's kubeconfig is used), port 51821.
+# agent_config NODE: the seed's config style, for a node of any cluster: a remote per
+# other cluster (ports 51820, 51822). A test may add remotes for one node with
+# EXTRA_REMOTES_<node> (JSON objects, comma first), and fields to its remotes with
+# REMOTE_EXTRA_<node> (comma first). With MESH, the mesh of its own cluster: a remote
+# named after the local cluster, no access fields (the local cluster's kubeconfig is
+# used), port 51821.
 agent_config() {
-    local local_c remote_c mesh="" topology
+    local local_c remote_c mesh="" topology remotes="" port=51820
     local_c=$(cluster_of "$1")
-    remote_c=$(other_cluster "$1")
     topology=$(eval echo "\${TOPOLOGY_$local_c:-node}")
+    for remote_c in $(other_clusters "$1"); do
+        [ -n "$remotes" ] && remotes="$remotes,"
+        remotes="$remotes
+    { \"name\": \"$remote_c\", \"kubeConfigPath\": \"$TMP/$remote_c.kubeconfig\",
+      \"podSubnet\": \"$(cluster_subnet "$remote_c")\", \"wgDeviceMTU\": 1420, \"wgListenPort\": $port, \"resyncPeriod\": \"$RESYNC\",
+      \"topology\": \"$topology\"
+      $(eval echo "\${REMOTE_EXTRA_$1:-}") }"
+        port=$((port + 2))
+    done
     [ -n "$MESH" ] && mesh=", { \"name\": \"$local_c\", \"podSubnet\": \"$(cluster_subnet "$local_c")\", \"wgListenPort\": 51821, \"resyncPeriod\": \"$RESYNC\" }"
     cat <<CFG
 {
   "local": { "name": "$local_c", "kubeConfigPath": "$TMP/$local_c.kubeconfig" },
-  "remotes": [
-    { "name": "$remote_c", "kubeConfigPath": "$TMP/$remote_c.kubeconfig",
-      "podSubnet": "$(cluster_subnet "$remote_c")", "wgDeviceMTU": 1420, "wgListenPort": 51820, "resyncPeriod": "$RESYNC",
-      "topology": "$topology"
-      $(eval echo "\${REMOTE_EXTRA_$1:-}") }
+  "remotes": [$remotes
       $mesh
       $(eval echo "\${EXTRA_REMOTES_$1:-}")
   ]
@@ -226,9 +242,10 @@ clusters_up() {
     ip -n "$NS_NET" link add br0 type bridge
     ip -n "$NS_NET" addr add 192.168.240.100/24 dev br0
     ip -n "$NS_NET" addr add 192.168.240.101/24 dev br0
+    ip -n "$NS_NET" addr add 192.168.240.102/24 dev br0
     ip -n "$NS_NET" link set br0 up
     local c n
-    for c in aws gcp; do
+    for c in $CLUSTERS; do
         kubeconfig "$c" >"$TMP/$c.kubeconfig"
         local nodes="[" sep=""
         for n in $NODES; do
@@ -238,10 +255,12 @@ clusters_up() {
         done
         echo "$nodes]" >"$TMP/$c-nodes.json"
         local addr
-        [ "$c" = aws ] && addr=192.168.240.100:6443 || addr=192.168.240.101:6443
+        addr=$(eval echo "\$API_$c")
+        addr=${addr#http://}
         ip netns exec "$NS_NET" "$FAKE_APISERVER_BIN" --listen "$addr" --token "$(eval echo "\$TOKEN_$c")" \
             --nodes "$TMP/$c-nodes.json" >"$TMP/api-$c.log" 2>&1 &
         _pids+=("$!")
+        eval "API_PID_$c=$!"
     done
     for n in $NODES; do
         local ns pns
@@ -282,8 +301,7 @@ clusters_up() {
             ip -n "$pns" -6 route add default via "$(pod_ip6 "$n" | sed 's/::10$/::1/')"
         fi
     done
-    wait_for 10 "fake API servers" api aws GET /api/v1/nodes
-    wait_for 10 "fake API servers" api gcp GET /api/v1/nodes
+    for c in $CLUSTERS; do wait_for 10 "fake API server of $c" api "$c" GET /api/v1/nodes; done
     for n in $NODES; do start_agent "$n"; done
     for n in $NODES; do
         wait_for 30 "$n /readyz" ready "$n"

@@ -9,7 +9,7 @@ export SWG_BIN FAKE_APISERVER_BIN
 [ "$(id -u)" = 0 ] || { echo "netns tests need root" >&2; exit 1; }
 filter=${1:-}
 passed=0 failed=0 failures=()
-for file in "$here"/tunnel.sh "$here"/dataplane.sh "$here"/clusters.sh "$here"/agent.sh "$here"/topologies.sh "$here"/gateway.sh "$here"/upgrade.sh; do
+for file in "$here"/tunnel.sh "$here"/dataplane.sh "$here"/clusters.sh "$here"/agent.sh "$here"/topologies.sh "$here"/gateway.sh "$here"/mirror.sh "$here"/upgrade.sh; do
     for t in $(grep -o '^test_[a-z0-9_]*' "$file"); do
         [ -n "$filter" ] && [[ $t != *$filter* ]] && continue
         start=$(date +%s.%N)

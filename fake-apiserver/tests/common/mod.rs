@@ -81,7 +81,15 @@ pub async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
     .await;
 }
 
-/// The HTTP code of a kube API error (panics on other errors).
+/// The message of a kube API error (panics on other errors).
+pub fn api_message(error: &kube::Error) -> String {
+    match error {
+        kube::Error::Api(status) => status.message.clone(),
+        other => panic!("expected an API error, got {other:?}"),
+    }
+}
+
+/// The HTTP status code of an API error.
 pub fn api_code(error: &kube::Error) -> u16 {
     match error {
         kube::Error::Api(status) => status.code,

@@ -9,7 +9,7 @@ command -v kubernetes-validate >/dev/null || python3 -m pip install -q --disable
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 status=0
-for k in deploy deploy/remote; do
+for k in deploy deploy/remote deploy/mirror deploy/mirror/remote; do
     name=$(echo "$k" | tr / -)
     kubectl kustomize "$k" >"$out/$name.yaml"
     for version in 1.33.0 1.37.0; do

@@ -166,3 +166,26 @@ fn names_that_would_collide_are_refused() {
     let e = err(&FULL.replace(r#""servicePrefix": "b""#, r#""servicePrefix": "B_x""#));
     assert!(e.contains("must be a lowercase DNS label"), "{e}");
 }
+
+/// The example shipped in deploy/mirror/ parses, mirrors into the namespace the
+/// Deployment runs in, and reads the token where the Deployment mounts it.
+#[test]
+fn deploy_example_parses() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/mirror");
+    let text = std::fs::read_to_string(format!("{dir}/config.json")).unwrap();
+    let c = parse(&text, &Overrides::default()).unwrap();
+    let kustomization = std::fs::read_to_string(format!("{dir}/kustomization.yaml")).unwrap();
+    assert!(
+        kustomization.contains(&format!("\nnamespace: {}\n", c.global.mirror_namespace)),
+        "the mirror namespace is the Deployment's"
+    );
+    let deployment = std::fs::read_to_string(format!("{dir}/deployment.yaml")).unwrap();
+    let RemoteAccess::Token { token_path, .. } = &c.remotes[0].access else {
+        panic!("the example uses a token: {:?}", c.remotes[0].access);
+    };
+    let mount = token_path.rsplit_once('/').unwrap().0;
+    assert!(
+        deployment.contains(&format!("mountPath: {mount}\n")),
+        "{mount} is mounted"
+    );
+}

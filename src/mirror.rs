@@ -6,9 +6,7 @@
 //! cluster's part; serves `/healthz` and `/metrics` (default `:8080`); stops on
 //! SIGTERM/SIGINT, leaving every mirrored object in place.
 
-use std::fmt::Write as _;
 use std::process::ExitCode;
-use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -17,37 +15,19 @@ use axum::Router;
 use axum::extract::State;
 use axum::routing::get;
 use control::backoff::Backoff;
-use control::http_metrics::RequestCounts;
 use control::mirror::config::{MirrorConfig, Overrides};
 use control::mirror::global::GlobalServices;
 use control::mirror::global_services::GlobalServiceMirror;
 use control::mirror::global_slices::GlobalSliceMirror;
+use control::mirror::metrics::MirrorMetrics;
 use control::mirror::selector::LabelSelector;
-use control::mirror::services::{MirrorStatus, ServiceMirror};
+use control::mirror::services::ServiceMirror;
 use control::mirror::slices::SliceMirror;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
 
 use crate::cli::MirrorArgs;
 use crate::options::stopped;
-
-/// Counters per runner (`mirror-<remote>`, `global-<cluster>`), for `/metrics`.
-#[derive(Default)]
-struct Stats {
-    runners: Mutex<Vec<(String, Arc<MirrorStatus>)>>,
-    requests: RequestCounts,
-}
-
-impl Stats {
-    fn runner(&self, name: String) -> Arc<MirrorStatus> {
-        let status = Arc::new(MirrorStatus::default());
-        self.runners
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push((name, Arc::clone(&status)));
-        status
-    }
-}
 
 /// Runs the mirror; the exit code follows the original (1 for a bad config).
 pub fn main(args: MirrorArgs, runtime: std::io::Result<tokio::runtime::Runtime>) -> ExitCode {
@@ -103,7 +83,7 @@ pub fn main(args: MirrorArgs, runtime: std::io::Result<tokio::runtime::Runtime>)
 }
 
 async fn run(config: MirrorConfig, routing: LabelSelector, args: MirrorArgs) -> anyhow::Result<()> {
-    let stats = Arc::new(Stats::default());
+    let stats = Arc::new(MirrorMetrics::default());
     let kubeconfig = args.kube_config.as_ref().map(|p| p.display().to_string());
     let local = control::remote::local_client(kubeconfig.as_deref(), &stats.requests)
         .await
@@ -125,7 +105,7 @@ async fn run(config: MirrorConfig, routing: LabelSelector, args: MirrorArgs) -> 
             local.clone(),
             local.clone(),
             Arc::clone(&store),
-            Arc::clone(&status),
+            status.clone(),
             stopped(stop_rx.clone()),
         ),
     ));
@@ -200,9 +180,9 @@ async fn run(config: MirrorConfig, routing: LabelSelector, args: MirrorArgs) -> 
                 local_zones: None,
             };
             tokio::join!(
-                services.run(client.clone(), local.clone(), Arc::clone(&mirror), stopped(stop.clone())),
+                services.run(client.clone(), local.clone(), mirror.clone(), stopped(stop.clone())),
                 slices.run(client.clone(), local.clone(), mirror, stopped(stop.clone())),
-                global_services.run(client.clone(), local.clone(), store, Arc::clone(&global), stopped(stop.clone())),
+                global_services.run(client.clone(), local.clone(), store, global.clone(), stopped(stop.clone())),
                 global_slices.run(client, local, global, stopped(stop)),
             );
         }));
@@ -236,61 +216,9 @@ async fn run(config: MirrorConfig, routing: LabelSelector, args: MirrorArgs) -> 
     Ok(())
 }
 
-fn label(v: &str) -> String {
-    v.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
-}
-
-/// The original's `semaphore_service_mirror_kube_http_request_total`, and the mirror's
-/// own counters per runner.
-async fn metrics(State(stats): State<Arc<Stats>>) -> String {
+/// Every series of the mirror, under the original's names (`control::mirror::metrics`).
+async fn metrics(State(metrics): State<Arc<MirrorMetrics>>) -> String {
     let mut out = String::new();
-    out.push_str("# HELP semaphore_service_mirror_kube_http_request_total Total number of HTTP requests to the Kubernetes API by host, code and method\n# TYPE semaphore_service_mirror_kube_http_request_total counter\n");
-    for ((host, code, method), n) in stats.requests.snapshot() {
-        let _ = writeln!(
-            out,
-            "semaphore_service_mirror_kube_http_request_total{{host=\"{}\",code=\"{}\",method=\"{}\"}} {n}",
-            label(&host),
-            label(&code),
-            label(&method)
-        );
-    }
-    let runners = stats
-        .runners
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .clone();
-    for (name, help, get) in [
-        (
-            "created",
-            "Local objects created",
-            (|s: &MirrorStatus| s.created.load(Relaxed)) as fn(&MirrorStatus) -> u64,
-        ),
-        ("updated", "Local objects updated", |s| {
-            s.updated.load(Relaxed)
-        }),
-        ("deleted", "Local objects deleted", |s| {
-            s.deleted.load(Relaxed)
-        }),
-        (
-            "refused_names",
-            "Sources not mirrored because the local name would be over 63 characters",
-            |s| s.refused_names.load(Relaxed),
-        ),
-    ] {
-        let _ = writeln!(
-            out,
-            "# HELP semaphore_service_mirror_objects_{name}_total {help}, by runner\n# TYPE semaphore_service_mirror_objects_{name}_total counter"
-        );
-        for (runner, s) in &runners {
-            let _ = writeln!(
-                out,
-                "semaphore_service_mirror_objects_{name}_total{{runner=\"{}\"}} {}",
-                label(runner),
-                get(s)
-            );
-        }
-    }
+    metrics.render(&mut out);
     out
 }

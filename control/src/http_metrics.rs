@@ -1,27 +1,50 @@
 //! Counts every Kubernetes API request by host, status code and method, for
 //! `semaphore_wg_kube_http_request_total` (client-go's request-result adapter in the
-//! original). A tower layer on each `kube::Client`.
+//! original), and times it (to the response's headers) by host and method, for the
+//! service mirror's `…_kube_http_request_duration_seconds`. A tower layer on each
+//! `kube::Client`.
 
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use http::{Request, Response};
 use tower::{Layer, Service};
 
+use crate::histogram::Histogram;
+
 /// `(host, code, method)`.
 pub type RequestKey = (String, String, String);
 
-/// `(host, code, method)` → requests.
+/// `(host, code, method)` → requests, and `(host, method)` → their latencies.
 #[derive(Clone, Default, Debug)]
-pub struct RequestCounts(Arc<Mutex<BTreeMap<RequestKey, u64>>>);
+pub struct RequestCounts(Arc<Mutex<BTreeMap<RequestKey, u64>>>, Durations);
+
+type Durations = Arc<Mutex<BTreeMap<(String, String), Histogram>>>;
 
 impl RequestCounts {
-    fn add(&self, host: &str, code: String, method: String) {
+    fn add(&self, host: &str, code: String, method: String, took: Duration) {
+        {
+            let mut d = self.1.lock().unwrap_or_else(|e| e.into_inner());
+            d.entry((host.to_string(), method.clone()))
+                .or_default()
+                .observe(took.as_secs_f64());
+        }
         let mut m = self.0.lock().unwrap_or_else(|e| e.into_inner());
         *m.entry((host.to_string(), code, method)).or_default() += 1;
+    }
+
+    /// A copy of the latencies by `(host, method)`.
+    pub fn durations(&self) -> Vec<((String, String), Histogram)> {
+        self.1
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
     }
 
     /// A copy of the counts.
@@ -90,6 +113,7 @@ where
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
         let method = req.method().to_string();
+        let start = Instant::now();
         let fut = self.inner.call(req);
         let (host, counts) = (Arc::clone(&self.host), self.counts.clone());
         Box::pin(async move {
@@ -98,7 +122,7 @@ where
                 Ok(resp) => resp.status().as_u16().to_string(),
                 Err(_) => "<error>".to_string(),
             };
-            counts.add(&host, code, method);
+            counts.add(&host, code, method, start.elapsed());
             result
         })
     }

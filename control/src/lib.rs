@@ -14,6 +14,7 @@ pub mod firewall;
 #[cfg(any(test, feature = "fuzzing"))]
 pub mod fuzzing;
 pub mod gateway;
+pub mod histogram;
 pub mod hold;
 pub mod http_metrics;
 pub mod mirror;

@@ -12,7 +12,8 @@ use control::http_metrics::RequestCounts;
 use control::mirror::global::GlobalServices;
 use control::mirror::global_services::GlobalServiceMirror;
 use control::mirror::global_slices::GlobalSliceMirror;
-use control::mirror::services::{MirrorStatus, ServiceMirror};
+use control::mirror::metrics::MirrorMetrics;
+use control::mirror::services::ServiceMirror;
 use control::mirror::slices::SliceMirror;
 use k8s_openapi::api::core::v1::{Endpoints, Namespace, Service, ServicePort, ServiceSpec};
 use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions, EndpointPort, EndpointSlice};
@@ -120,7 +121,9 @@ async fn remote_services_are_mirrored_updated_and_removed() {
     lsvc.create(&pp, &others).await.unwrap();
     lsvc.create(&pp, &svc("unrelated", &[], 1)).await.unwrap();
 
-    let status = Arc::new(MirrorStatus::default());
+    let metrics = Arc::new(MirrorMetrics::default());
+    let runner = metrics.runner("mirror-a");
+    let status = Arc::clone(&runner.status);
     let mirror = ServiceMirror {
         remote: "a".into(),
         prefix: "a".into(),
@@ -130,12 +133,11 @@ async fn remote_services_are_mirrored_updated_and_removed() {
         resync: Duration::ZERO,
     };
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let task =
-        tokio::spawn(
-            mirror.run(remote.clone(), local.clone(), Arc::clone(&status), async {
-                let _ = stop_rx.await;
-            }),
-        );
+    let task = tokio::spawn(
+        mirror.run(remote.clone(), local.clone(), runner.clone(), async {
+            let _ = stop_rx.await;
+        }),
+    );
 
     settle("the mirror", || async {
         lsvc.get_opt("a-foo-73736d-bar").await.unwrap().is_some()
@@ -161,6 +163,24 @@ async fn remote_services_are_mirrored_updated_and_removed() {
         "another runner's"
     );
     assert!(lsvc.get_opt("unrelated").await.unwrap().is_some());
+    // The original's watcher and queue series, under its names.
+    let mut rendered = String::new();
+    metrics.render(&mut rendered);
+    for line in [
+        "semaphore_service_mirror_kube_watcher_events_total{watcher=\"a-serviceWatcher\",kind=\"service\",event_type=\"ADDED\",runner=\"mirror-a\"}",
+        "semaphore_service_mirror_kube_watcher_objects{watcher=\"a-serviceWatcher\",kind=\"service\",runner=\"mirror-a\"}",
+        "semaphore_service_mirror_queue_adds_total{name=\"a-service\"}",
+        "semaphore_service_mirror_queue_work_duration_seconds_count{name=\"a-service\"}",
+    ] {
+        let value = rendered
+            .lines()
+            .find_map(|l| l.strip_prefix(line))
+            .unwrap_or_else(|| panic!("no {line} in {rendered}"));
+        assert!(
+            value.trim().parse::<f64>().unwrap() >= 1.0,
+            "{line} {value}"
+        );
+    }
     assert!(
         lsvc.get_opt("a-foo-73736d-plain").await.unwrap().is_none(),
         "unlabelled"
@@ -320,7 +340,8 @@ async fn remote_endpointslices_are_mirrored_and_the_originals_endpoints_go() {
         .extend(labels.clone());
     lslices.create(&pp, &stale).await.unwrap();
 
-    let status = Arc::new(MirrorStatus::default());
+    let metrics = Arc::new(MirrorMetrics::default());
+    let runner = metrics.runner("mirror-a");
     let mirror = SliceMirror {
         remote: "a".into(),
         prefix: "a".into(),
@@ -330,12 +351,11 @@ async fn remote_endpointslices_are_mirrored_and_the_originals_endpoints_go() {
         resync: Duration::ZERO,
     };
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let task =
-        tokio::spawn(
-            mirror.run(remote.clone(), local.clone(), Arc::clone(&status), async {
-                let _ = stop_rx.await;
-            }),
-        );
+    let task = tokio::spawn(
+        mirror.run(remote.clone(), local.clone(), runner.clone(), async {
+            let _ = stop_rx.await;
+        }),
+    );
     settle("the mirrored slice", || async {
         lslices.get_opt("a-foo-bar-abcde").await.unwrap().is_some()
     })
@@ -410,7 +430,8 @@ async fn global_services_gather_every_cluster_and_go_with_the_last() {
         .unwrap();
 
     let store = Arc::new(std::sync::Mutex::new(GlobalServices::default()));
-    let status = Arc::new(MirrorStatus::default());
+    let metrics = Arc::new(MirrorMetrics::default());
+    let runner = metrics.runner("mirror-a");
     let (stop_tx, _) = tokio::sync::broadcast::channel::<()>(1);
     let mut tasks = Vec::new();
     for (name, client) in [("local", &local), ("a", &a), ("b", &b)] {
@@ -425,7 +446,7 @@ async fn global_services_gather_every_cluster_and_go_with_the_last() {
             client.clone(),
             local.clone(),
             Arc::clone(&store),
-            Arc::clone(&status),
+            runner.clone(),
             async move {
                 let _ = stop.recv().await;
             },
@@ -526,7 +547,8 @@ async fn global_slices_carry_every_clusters_endpoints_with_zones_and_hints() {
     let copies: Api<EndpointSlice> = Api::namespaced(local.clone(), "sys");
     copies.create(&pp, &stale).await.unwrap();
 
-    let status = Arc::new(MirrorStatus::default());
+    let metrics = Arc::new(MirrorMetrics::default());
+    let runner = metrics.runner("mirror-a");
     let (stop_tx, _) = tokio::sync::broadcast::channel::<()>(1);
     let mut tasks = Vec::new();
     for (name, client, zones) in [
@@ -548,7 +570,7 @@ async fn global_slices_carry_every_clusters_endpoints_with_zones_and_hints() {
         tasks.push(tokio::spawn(m.run(
             client.clone(),
             local.clone(),
-            Arc::clone(&status),
+            runner.clone(),
             async move {
                 let _ = stop.recv().await;
             },

@@ -135,6 +135,10 @@ CFG
         fail "mirror /metrics"
     grep -q '^semaphore_service_mirror_kube_http_request_total{host="192.168.240.101:6443",code="200",method="GET"}' "$TMP/mirror-metrics" ||
         fail "no request counter for gcp's API server: $(grep kube_http "$TMP/mirror-metrics")"
+    grep -q '^semaphore_service_mirror_kube_watcher_objects{watcher="gcp-serviceWatcher",kind="service",runner="mirror-gcp"} 1$' "$TMP/mirror-metrics" ||
+        fail "gcp's service watcher series: $(grep gcp-serviceWatcher "$TMP/mirror-metrics")"
+    grep -q '^semaphore_service_mirror_queue_adds_total{name="azr-global-service"} [1-9]' "$TMP/mirror-metrics" ||
+        fail "azr's global service queue series: $(grep azr-global-service "$TMP/mirror-metrics")"
 
     # gcp2's endpoint goes: it leaves the mirrored and the global Service.
     api gcp PUT /apis/discovery.k8s.io/v1/namespaces/foo/endpointslices/web-g1 "$(slice_json web-g1 web "$both" gcp1)" >/dev/null ||

@@ -17,10 +17,10 @@ use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
 use kube::api::{Api, ObjectMeta, PostParams};
 
 use super::global::{GlobalEntry, GlobalServices};
+use super::metrics::{MirrorStatus, RunnerMetrics};
 use super::objects::{GLOBAL_SVC, global_name, is_headless, mirrored_ports};
 use super::runner::{Mirrored, RunnerConfig};
 use super::selector::LabelSelector;
-use super::services::MirrorStatus;
 use super::writes;
 
 /// What is kept of a source Service.
@@ -59,10 +59,14 @@ impl GlobalServiceMirror {
         source: kube::Client,
         local: kube::Client,
         store: Arc<Mutex<GlobalServices>>,
-        status: Arc<MirrorStatus>,
+        runner: RunnerMetrics,
         shutdown: impl std::future::Future<Output = ()>,
     ) {
         let config = RunnerConfig {
+            watcher: format!("{}-serviceWatcher", self.cluster),
+            kind: "service",
+            queue: format!("{}-global-service", self.cluster),
+            metrics: runner.clone(),
             remote: self.cluster.clone(),
             what: "global services",
             selector: self.selector,
@@ -74,7 +78,7 @@ impl GlobalServiceMirror {
             routing: self.routing,
             api: Api::namespaced(local, &self.namespace),
             store,
-            status,
+            status: Arc::clone(&runner.status),
         });
         super::runner::run(config, mirrored, source, shutdown).await;
     }

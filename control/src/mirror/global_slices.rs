@@ -13,11 +13,11 @@ use std::sync::atomic::Ordering::Relaxed;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::Api;
 
+use super::metrics::{MirrorStatus, RunnerMetrics};
 use super::objects::{
     MIRRORED_SLICE, SERVICE_NAME, SLICE_CLUSTER, global_name, global_slice, global_slice_name,
 };
 use super::runner::{Mirrored, RunnerConfig};
-use super::services::MirrorStatus;
 use super::writes;
 
 /// What is kept of a source slice.
@@ -56,10 +56,14 @@ impl GlobalSliceMirror {
         self,
         source: kube::Client,
         local: kube::Client,
-        status: Arc<MirrorStatus>,
+        runner: RunnerMetrics,
         shutdown: impl std::future::Future<Output = ()>,
     ) {
         let config = RunnerConfig {
+            watcher: format!("{}-endpointSliceWatcher", self.cluster),
+            kind: "endpointslice",
+            queue: format!("{}-endpointslice", self.cluster),
+            metrics: runner.clone(),
             remote: self.cluster.clone(),
             what: "global endpointslices",
             selector: self.selector,
@@ -71,7 +75,7 @@ impl GlobalSliceMirror {
             api: Api::namespaced(local, &self.namespace),
             namespace: self.namespace,
             local_zones: self.local_zones,
-            status,
+            status: Arc::clone(&runner.status),
         });
         super::runner::run(config, mirrored, source, shutdown).await;
     }

@@ -6,6 +6,7 @@ pub mod config;
 pub mod global;
 pub mod global_services;
 pub mod global_slices;
+pub mod metrics;
 pub mod objects;
 pub mod queue;
 pub mod runner;

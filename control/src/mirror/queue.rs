@@ -3,7 +3,9 @@
 //! a key added while it is being processed is processed once more afterwards, never twice
 //! at once; a failed key comes back after 5 ms × 2^failures, capped at 1000 s, until it
 //! succeeds. One worker takes keys with [`WorkQueue::next`] and reports with
-//! [`WorkQueue::done`].
+//! [`WorkQueue::done`]. It keeps client-go's queue metrics: adds (a key already waiting is
+//! not added again), depth, retries, keys failing, time waited, time worked, and the work
+//! in progress.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Mutex;
@@ -11,6 +13,8 @@ use std::time::Duration;
 
 use tokio::sync::Notify;
 use tokio::time::Instant;
+
+use crate::histogram::Histogram;
 
 /// First retry delay.
 pub const BASE_DELAY: Duration = Duration::from_millis(5);
@@ -28,6 +32,10 @@ struct State {
     seq: u64,
     adds: u64,
     retries: u64,
+    queued_at: HashMap<String, Instant>,
+    started_at: HashMap<String, Instant>,
+    latency: Histogram,
+    work: Histogram,
 }
 
 /// The queue (shared by reference between the event handlers and the worker).
@@ -59,17 +67,25 @@ impl WorkQueue {
     /// Queues `key` now.
     pub fn add(&self, key: &str) {
         let mut s = self.state();
-        s.adds += 1;
         Self::enqueue(&mut s, key);
         drop(s);
         self.wake.notify_one();
     }
 
     fn enqueue(s: &mut State, key: &str) {
-        if s.processing.contains(key) {
-            s.dirty.insert(key.to_string());
+        let added = if s.processing.contains(key) {
+            s.dirty.insert(key.to_string())
         } else if s.waiting.insert(key.to_string()) {
             s.ready.push_back(key.to_string());
+            true
+        } else {
+            false
+        };
+        if added {
+            s.adds += 1;
+            s.queued_at
+                .entry(key.to_string())
+                .or_insert_with(Instant::now);
         }
     }
 
@@ -90,6 +106,10 @@ impl WorkQueue {
                 if let Some(key) = s.ready.pop_front() {
                     s.waiting.remove(&key);
                     s.processing.insert(key.clone());
+                    if let Some(t) = s.queued_at.remove(&key) {
+                        s.latency.observe((now - t).as_secs_f64());
+                    }
+                    s.started_at.insert(key.clone(), now);
                     return key;
                 }
                 s.later.first_key_value().map(|((t, _), _)| *t)
@@ -110,6 +130,9 @@ impl WorkQueue {
     pub fn done(&self, key: &str, outcome: Outcome) -> Option<Duration> {
         let mut s = self.state();
         s.processing.remove(key);
+        if let Some(t) = s.started_at.remove(key) {
+            s.work.observe(t.elapsed().as_secs_f64());
+        }
         let delay = match outcome {
             Outcome::Success => {
                 s.failures.remove(key);
@@ -130,8 +153,9 @@ impl WorkQueue {
                 Some(delay)
             }
         };
-        if s.dirty.remove(key) {
-            Self::enqueue(&mut s, key);
+        // Added while it was processed: it waits again (counted when it was added).
+        if s.dirty.remove(key) && s.waiting.insert(key.to_string()) {
+            s.ready.push_back(key.to_string());
         }
         drop(s);
         self.wake.notify_one();
@@ -156,6 +180,26 @@ impl WorkQueue {
     /// Retries scheduled, in total.
     pub fn retries(&self) -> u64 {
         self.state().retries
+    }
+
+    /// How long keys waited before a worker took them.
+    pub fn latency(&self) -> Histogram {
+        self.state().latency.clone()
+    }
+
+    /// How long each key's processing took.
+    pub fn work_durations(&self) -> Histogram {
+        self.state().work.clone()
+    }
+
+    /// Seconds of work in progress (summed over keys being processed), and the longest.
+    pub fn in_progress(&self) -> (f64, f64) {
+        let s = self.state();
+        let now = Instant::now();
+        s.started_at
+            .values()
+            .map(|t| (now - *t).as_secs_f64())
+            .fold((0.0, 0.0), |(sum, max), d| (sum + d, f64::max(max, d)))
     }
 }
 
@@ -194,6 +238,33 @@ mod tests {
         assert_eq!(q.done("a", Outcome::Success), None);
         assert_eq!(q.requeued(), 0);
         assert_eq!(q.retries(), 3);
+        // a, b, a again while processing, three retries of a, c; not the duplicate add.
+        assert_eq!(q.adds(), 7);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn waiting_and_working_are_timed() {
+        let q = WorkQueue::new();
+        q.add("a");
+        tokio::time::advance(Duration::from_millis(300)).await;
+        assert_eq!(q.next().await, "a");
+        tokio::time::advance(Duration::from_secs(2)).await;
+        assert_eq!(q.in_progress(), (2.0, 2.0));
+        q.done("a", Outcome::Success);
+        assert_eq!(q.in_progress(), (0.0, 0.0));
+        let (mut waited, mut worked) = (String::new(), String::new());
+        q.latency().render(&mut waited, "l", "");
+        q.work_durations().render(&mut worked, "w", "");
+        assert!(
+            waited.contains("l_bucket{le=\"0.25\"} 0\n")
+                && waited.contains("l_bucket{le=\"0.5\"} 1\n"),
+            "{waited}"
+        );
+        assert!(
+            worked.contains("w_bucket{le=\"1\"} 0\n")
+                && worked.contains("w_bucket{le=\"2.5\"} 1\n"),
+            "{worked}"
+        );
     }
 
     #[test]

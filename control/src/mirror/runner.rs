@@ -15,6 +15,7 @@ use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
 use serde::de::DeserializeOwned;
 
+use super::metrics::{RunnerMetrics, WatchEvent};
 use super::queue::{Outcome, WorkQueue};
 use crate::backoff::Backoff;
 
@@ -47,6 +48,14 @@ pub trait Mirrored: Send + Sync + 'static {
 
 /// How a runner is set up.
 pub struct RunnerConfig {
+    /// The watcher's name for metrics (`<cluster>-serviceWatcher` …).
+    pub watcher: String,
+    /// The kind watched, for metrics (`service`, `endpointslice`).
+    pub kind: &'static str,
+    /// The queue's name for metrics (`<cluster>-service` …).
+    pub queue: String,
+    /// The runner's metrics.
+    pub metrics: RunnerMetrics,
     /// The remote (logs).
     pub remote: String,
     /// What it mirrors (logs: "services", "endpointslices").
@@ -77,7 +86,7 @@ pub async fn run<M: Mirrored>(
     shutdown: impl std::future::Future<Output = ()>,
 ) {
     let cache: Cache<M::Compact> = Arc::default();
-    let queue = Arc::new(WorkQueue::new());
+    let queue = config.metrics.queue(config.queue.clone());
     let worker = tokio::spawn(work(
         config.remote.clone(),
         Arc::clone(&mirrored),
@@ -98,6 +107,7 @@ async fn watch<M: Mirrored>(
     cache: &Cache<M::Compact>,
     queue: &WorkQueue,
 ) {
+    let seen = config.metrics.watcher(config.watcher.clone(), config.kind);
     let wc = watcher::Config::default().labels(&config.selector);
     let mut events = watcher::watcher(Api::<M::Remote>::all(remote), wc)
         .backoff(Backoff::new(Duration::from_millis(250), Duration::from_secs(2)).jittered())
@@ -120,7 +130,12 @@ async fn watch<M: Mirrored>(
                     // Everything listed, and whatever vanished while we were away.
                     let vanished: Vec<String> = {
                         let mut known = cache.lock().unwrap_or_else(|e| e.into_inner());
-                        let gone = known.keys().filter(|k| !fresh.contains_key(*k)).cloned().collect();
+                        let gone: Vec<String> = known.keys().filter(|k| !fresh.contains_key(*k)).cloned().collect();
+                        // As an informer's relist reports them: new, still there, gone.
+                        let events = fresh.keys()
+                            .map(|k| if known.contains_key(k) { WatchEvent::Modified } else { WatchEvent::Added })
+                            .chain(gone.iter().map(|_| WatchEvent::Deleted));
+                        seen.saw(events, fresh.len());
                         *known = fresh;
                         gone
                     };
@@ -137,14 +152,23 @@ async fn watch<M: Mirrored>(
                 }
                 Some(Ok(Event::Apply(o))) => {
                     let (key, compact) = (key_of(&o), mirrored.compact(&o));
-                    let before = cache.lock().unwrap_or_else(|e| e.into_inner()).insert(key.clone(), compact.clone());
+                    let (before, len) = {
+                        let mut c = cache.lock().unwrap_or_else(|e| e.into_inner());
+                        (c.insert(key.clone(), compact.clone()), c.len())
+                    };
+                    seen.saw([if before.is_some() { WatchEvent::Modified } else { WatchEvent::Added }], len);
                     if before != Some(compact) {
                         queue.add(&key);
                     }
                 }
                 Some(Ok(Event::Delete(o))) => {
                     let key = key_of(&o);
-                    cache.lock().unwrap_or_else(|e| e.into_inner()).remove(&key);
+                    let len = {
+                        let mut c = cache.lock().unwrap_or_else(|e| e.into_inner());
+                        c.remove(&key);
+                        c.len()
+                    };
+                    seen.saw([WatchEvent::Deleted], len);
                     queue.add(&key);
                 }
                 Some(Err(e)) => {
@@ -152,7 +176,10 @@ async fn watch<M: Mirrored>(
                 }
             },
             _ = async { resync.as_mut().expect("guarded").tick().await }, if resync.is_some() && listed_once => {
-                for k in lock(cache).keys() {
+                // An informer's resync: every object again, as a modification.
+                let keys = lock(cache);
+                seen.saw(keys.keys().map(|_| WatchEvent::Modified), keys.len());
+                for k in keys.keys() {
                     queue.add(k);
                 }
             }

@@ -7,12 +7,13 @@
 //! with a log line and counted, not retried.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
 use kube::api::{Api, PostParams};
 
+use super::metrics::{MirrorStatus, RunnerMetrics};
 use super::objects::{
     MIRROR_PREFIX, MIRRORED_SVC, is_headless, mirror_name, mirrored_ports, new_mirror_service,
 };
@@ -24,19 +25,6 @@ use super::writes;
 pub struct SourceService {
     ports: Vec<ServicePort>,
     headless: bool,
-}
-
-/// Counters of one remote's mirroring.
-#[derive(Debug, Default)]
-pub struct MirrorStatus {
-    /// Local copies created.
-    pub created: AtomicU64,
-    /// Local copies updated.
-    pub updated: AtomicU64,
-    /// Local copies deleted (source gone, or stale at start).
-    pub deleted: AtomicU64,
-    /// Sources whose mirror name would be over 63 characters.
-    pub refused_names: AtomicU64,
 }
 
 /// One remote's Service mirroring.
@@ -68,10 +56,14 @@ impl ServiceMirror {
         self,
         remote: kube::Client,
         local: kube::Client,
-        status: Arc<MirrorStatus>,
+        runner: RunnerMetrics,
         shutdown: impl std::future::Future<Output = ()>,
     ) {
         let config = RunnerConfig {
+            watcher: format!("{}-serviceWatcher", self.remote),
+            kind: "service",
+            queue: format!("{}-service", self.remote),
+            metrics: runner.clone(),
             remote: self.remote.clone(),
             what: "services",
             selector: self.selector,
@@ -82,7 +74,7 @@ impl ServiceMirror {
             remote: self.remote,
             prefix: self.prefix,
             api: Api::namespaced(local, &self.namespace),
-            status,
+            status: Arc::clone(&runner.status),
         });
         super::runner::run(config, mirrored, remote, shutdown).await;
     }

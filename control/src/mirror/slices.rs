@@ -21,9 +21,10 @@ use k8s_openapi::api::core::v1::Endpoints;
 use k8s_openapi::api::discovery::v1::{Endpoint, EndpointPort, EndpointSlice};
 use kube::api::{Api, DeleteParams, ListParams, ObjectMeta};
 
+use super::metrics::{MirrorStatus, RunnerMetrics};
 use super::objects::{MANAGED_BY, MANAGER, SERVICE_NAME, mirror_labels, mirror_name};
 use super::runner::{Mirrored, RunnerConfig};
-use super::services::{MirrorStatus, mirror_selector};
+use super::services::mirror_selector;
 use super::writes::{self, is_not_found};
 
 /// What is kept of a remote EndpointSlice.
@@ -71,10 +72,14 @@ impl SliceMirror {
         self,
         remote: kube::Client,
         local: kube::Client,
-        status: Arc<MirrorStatus>,
+        runner: RunnerMetrics,
         shutdown: impl std::future::Future<Output = ()>,
     ) {
         let config = RunnerConfig {
+            watcher: format!("{}-endpointsWatcher", self.remote),
+            kind: "endpointslice",
+            queue: format!("{}-endpoints", self.remote),
+            metrics: runner.clone(),
             remote: self.remote.clone(),
             what: "endpointslices",
             selector: self.selector,
@@ -86,7 +91,7 @@ impl SliceMirror {
             prefix: self.prefix,
             api: Api::namespaced(local.clone(), &self.namespace),
             endpoints: Api::namespaced(local, &self.namespace),
-            status,
+            status: Arc::clone(&runner.status),
         });
         super::runner::run(config, mirrored, remote, shutdown).await;
     }

@@ -9,7 +9,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::sync::atomic::Ordering::Relaxed;
 
-use super::services::MirrorStatus;
+use super::metrics::MirrorStatus;
 
 /// 404 counts as done for a delete.
 pub fn is_not_found(e: &kube::Error) -> bool {

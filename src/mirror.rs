@@ -89,7 +89,14 @@ async fn run(config: MirrorConfig, routing: LabelSelector, args: MirrorArgs) -> 
         .await
         .context("cannot create kube client for local cluster")?;
     let (stop_tx, stop_rx) = watch::channel(false);
-    let store = Arc::new(Mutex::new(GlobalServices::default()));
+    let mut globals = GlobalServices::default();
+    // Stale global Services are collected once every cluster has listed its own.
+    globals.expect_clusters(
+        std::iter::once(&config.local.name)
+            .chain(config.remotes.iter().map(|r| &r.name))
+            .cloned(),
+    );
+    let store = Arc::new(Mutex::new(globals));
     let g = &config.global;
     let mut tasks = Vec::new();
     // The local cluster's part of the global Services.
@@ -100,6 +107,7 @@ async fn run(config: MirrorConfig, routing: LabelSelector, args: MirrorArgs) -> 
             namespace: g.mirror_namespace.clone(),
             selector: g.global_svc_label_selector.clone(),
             routing: routing.clone(),
+            gc_at_start: g.service_sync,
         }
         .run(
             local.clone(),
@@ -171,6 +179,7 @@ async fn run(config: MirrorConfig, routing: LabelSelector, args: MirrorArgs) -> 
                 namespace: g.mirror_namespace.clone(),
                 selector: g.global_svc_label_selector.clone(),
                 routing,
+                gc_at_start: g.service_sync,
             };
             let global_slices = GlobalSliceMirror {
                 cluster: remote.name.clone(),

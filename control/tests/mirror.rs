@@ -429,7 +429,24 @@ async fn global_services_gather_every_cluster_and_go_with_the_last() {
         .await
         .unwrap();
 
-    let store = Arc::new(std::sync::Mutex::new(GlobalServices::default()));
+    // Left from before: a global Service whose sources all went meanwhile, and one made
+    // by hand (no global-svc label).
+    let global: Api<Service> = Api::namespaced(local.clone(), "sys");
+    global
+        .create(
+            &pp,
+            &svc("gl-old-73736d-gone", &[("global-svc", "true")], 80),
+        )
+        .await
+        .unwrap();
+    global
+        .create(&pp, &svc("gl-manual-73736d-x", &[], 80))
+        .await
+        .unwrap();
+
+    let mut globals = GlobalServices::default();
+    globals.expect_clusters(["local", "a", "b"]);
+    let store = Arc::new(std::sync::Mutex::new(globals));
     let metrics = Arc::new(MirrorMetrics::default());
     let runner = metrics.runner("mirror-a");
     let (stop_tx, _) = tokio::sync::broadcast::channel::<()>(1);
@@ -440,6 +457,7 @@ async fn global_services_gather_every_cluster_and_go_with_the_last() {
             namespace: "sys".into(),
             selector: "g=true".into(),
             routing: "r=local-first".parse().unwrap(),
+            gc_at_start: true,
         };
         let mut stop = stop_tx.subscribe();
         tasks.push(tokio::spawn(m.run(
@@ -452,7 +470,6 @@ async fn global_services_gather_every_cluster_and_go_with_the_last() {
             },
         )));
     }
-    let global: Api<Service> = Api::namespaced(local.clone(), "sys");
     let clusters = |s: &Service| {
         let mut c: Vec<String> = s
             .metadata
@@ -472,6 +489,21 @@ async fn global_services_gather_every_cluster_and_go_with_the_last() {
             .is_some_and(|s| clusters(&s) == ["a", "b", "local"])
     })
     .await;
+    settle("the stale global service collected", || async {
+        global
+            .get_opt("gl-old-73736d-gone")
+            .await
+            .unwrap()
+            .is_none()
+    })
+    .await;
+    assert!(
+        global
+            .get_opt("gl-manual-73736d-x")
+            .await
+            .unwrap()
+            .is_some()
+    );
     let g = global.get("gl-foo-73736d-web").await.unwrap();
     assert_eq!(g.metadata.labels.unwrap()["global-svc"], "true");
     assert_eq!(g.spec.as_ref().unwrap().selector, None);

@@ -5,8 +5,14 @@
 //! it agrees). Unlike the original, it is one value the caller keeps under a lock (the
 //! original shared an unlocked map between goroutines), and a cluster that leaves keeps
 //! the others' order.
+//!
+//! It also decides when stale global Services may be collected (the original never
+//! collected them: a Service whose sources all went while it was down stayed for good):
+//! once every cluster's first list is in, a global Service that none of them listed and
+//! that has no source now is stale. Until then (say a remote is unreachable) nothing is
+//! collected, so an outage cannot remove what it hides.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::api::core::v1::ServicePort;
 
@@ -39,9 +45,38 @@ pub struct HeadlessMismatch;
 #[derive(Debug, Default)]
 pub struct GlobalServices {
     entries: BTreeMap<String, GlobalEntry>,
+    expected: BTreeSet<String>,
+    listed: BTreeMap<String, BTreeSet<String>>,
+    collected: bool,
 }
 
 impl GlobalServices {
+    /// The clusters whose first lists must be in before anything is collected.
+    pub fn expect_clusters<S: Into<String>>(&mut self, clusters: impl IntoIterator<Item = S>) {
+        self.expected = clusters.into_iter().map(Into::into).collect();
+    }
+
+    /// Cluster `cluster`'s first list is in, naming `globals`. Once every expected
+    /// cluster's is (and only that once), returns the global names to keep: every
+    /// listed one and every one with a source now.
+    pub fn first_list(
+        &mut self,
+        cluster: &str,
+        globals: BTreeSet<String>,
+    ) -> Option<BTreeSet<String>> {
+        self.listed.insert(cluster.to_string(), globals);
+        if self.collected
+            || self.expected.is_empty()
+            || !self.expected.iter().all(|c| self.listed.contains_key(c))
+        {
+            return None;
+        }
+        self.collected = true;
+        let mut keep: BTreeSet<String> = self.listed.values().flatten().cloned().collect();
+        keep.extend(self.entries.keys().cloned());
+        Some(keep)
+    }
+
     /// Cluster `cluster` has the source `namespace/name` (global name `global`).
     #[allow(clippy::too_many_arguments)]
     pub fn add_or_update(
@@ -185,5 +220,29 @@ mod tests {
         assert!(g.get("gl-foo-73736d-web").is_none());
         assert!(g.remove_cluster("gl-foo-73736d-web", "local").is_none());
         assert_eq!(g.names().count(), 0);
+    }
+
+    fn set(names: &[&str]) -> BTreeSet<String> {
+        names.iter().map(|n| n.to_string()).collect()
+    }
+
+    #[test]
+    fn stale_ones_are_named_once_every_cluster_has_listed() {
+        let mut g = GlobalServices::default();
+        assert_eq!(
+            g.first_list("a", set(&["gl-x"])),
+            None,
+            "no cluster expected yet"
+        );
+        g.expect_clusters(["local", "a", "b"]);
+        assert_eq!(g.first_list("a", set(&["gl-x"])), None);
+        assert_eq!(g.first_list("local", set(&[])), None, "b has not listed");
+        g.add_or_update("gl-new", "foo", "new", port(80), false, "local", false)
+            .unwrap();
+        assert_eq!(
+            g.first_list("b", set(&["gl-y"])),
+            Some(set(&["gl-new", "gl-x", "gl-y"]))
+        );
+        assert_eq!(g.first_list("b", set(&[])), None, "only once");
     }
 }

@@ -6,7 +6,8 @@
 //! source reconciled last and the annotations `global-svc-clusters` and, when that source
 //! matches the routing-strategy selector, `service.kubernetes.io/topology-aware-hints:
 //! auto` (foreign annotations are replaced, as in the original). When the last cluster's
-//! source goes, the global Service goes.
+//! source goes, the global Service goes; with `serviceSync`, one whose sources all went
+//! while the mirror was down goes once every cluster has listed (the original kept it).
 
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering::Relaxed;
@@ -14,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
-use kube::api::{Api, ObjectMeta, PostParams};
+use kube::api::{Api, ListParams, ObjectMeta, PostParams};
 
 use super::global::{GlobalEntry, GlobalServices};
 use super::metrics::{MirrorStatus, RunnerMetrics};
@@ -41,6 +42,9 @@ pub struct GlobalServiceMirror {
     pub selector: String,
     /// `globalSvcRoutingStrategyLabel`, parsed.
     pub routing: LabelSelector,
+    /// `serviceSync`: once every cluster's first list is in, collect the global Services
+    /// none of them has (`global.rs`).
+    pub gc_at_start: bool,
 }
 
 struct GlobalServicesOf {
@@ -70,7 +74,7 @@ impl GlobalServiceMirror {
             remote: self.cluster.clone(),
             what: "global services",
             selector: self.selector,
-            gc_at_start: false,
+            gc_at_start: self.gc_at_start,
             resync: Duration::ZERO,
         };
         let mirrored = Arc::new(GlobalServicesOf {
@@ -128,7 +132,44 @@ impl Mirrored for GlobalServicesOf {
         }
     }
 
-    async fn collect_stale(&self, _keys: Vec<String>) {}
+    async fn collect_stale(&self, keys: Vec<String>) {
+        let globals = keys
+            .iter()
+            .filter_map(|k| k.split_once('/'))
+            .filter_map(|(ns, name)| global_name(ns, name).ok())
+            .collect();
+        let keep = {
+            let mut store = self.store.lock().unwrap_or_else(|e| e.into_inner());
+            store.first_list(&self.cluster, globals)
+        };
+        let Some(keep) = keep else { return };
+        let listed = match self
+            .api
+            .list(&ListParams::default().labels(&format!("{GLOBAL_SVC}=true")))
+            .await
+        {
+            Ok(l) => l.items,
+            Err(e) => {
+                tracing::warn!(cluster = %self.cluster, error = %e, "could not list global services to collect stale ones; skipping");
+                return;
+            }
+        };
+        for s in listed {
+            let name = s.metadata.name.unwrap_or_default();
+            // A source may have come since the first lists.
+            let has_source = || {
+                let store = self.store.lock().unwrap_or_else(|e| e.into_inner());
+                store.get(&name).is_some()
+            };
+            if keep.contains(&name) || has_source() {
+                continue;
+            }
+            tracing::info!(cluster = %self.cluster, service = %name, "no cluster has the service: deleting the stale global service");
+            if let Err(e) = writes::delete(&self.api, &name, &self.status).await {
+                tracing::warn!(cluster = %self.cluster, service = %name, error = %e, "could not delete a stale global service");
+            }
+        }
+    }
 
     async fn reconcile(&self, key: &str, source: Option<GlobalSource>) -> Result<(), kube::Error> {
         let Some((ns, name)) = key.split_once('/') else {

@@ -41,8 +41,9 @@ fn main() -> ExitCode {
     let cli = match cli::Cli::try_parse_from(cli::args()) {
         Ok(c) => c,
         Err(e) => {
+            // A usage error exits 2, as Go's flag package made the originals do.
             let code = if e.use_stderr() {
-                ExitCode::FAILURE
+                ExitCode::from(2)
             } else {
                 ExitCode::SUCCESS
             };

@@ -184,3 +184,18 @@ fn a_bad_config_exits_1_with_the_originals_message() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// An unknown flag is a usage error: exit 2, as with Go's flag package.
+#[test]
+fn an_unknown_flag_exits_2() {
+    let out = Command::new(BIN)
+        .args(["mirror", "--no-such-flag"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--no-such-flag"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -16,6 +16,8 @@ command -v iperf3 >/dev/null || need+=(iperf3)
 command -v ping >/dev/null || need+=(iputils-ping)
 command -v ip >/dev/null || need+=(iproute2)
 command -v bc >/dev/null || need+=(bc)
+# The NAT router and the gateway tests (a FORWARD policy of DROP, the gateway's rules).
+command -v iptables >/dev/null || need+=(iptables)
 command -v python3 >/dev/null || need+=(python3)
 if [ ${#need[@]} -gt 0 ]; then
     section "installing ${need[*]}"

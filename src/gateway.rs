@@ -291,9 +291,12 @@ impl Unit {
     async fn halt(self) {
         self.forward_stop.abort();
         let _ = self.stop.send(true);
-        for t in self.tasks {
-            let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
-        }
+        crate::options::join_within(
+            self.tasks,
+            Duration::from_secs(5),
+            "leaving the gateway role",
+        )
+        .await;
     }
 }
 

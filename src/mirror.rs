@@ -219,9 +219,7 @@ async fn run(config: MirrorConfig, routing: LabelSelector, args: MirrorArgs) -> 
     }
     tracing::info!("shutting down; mirrored objects stay");
     let _ = stop_tx.send(true);
-    for t in tasks {
-        let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
-    }
+    crate::options::join_within(tasks, Duration::from_secs(5), "shutting down").await;
     Ok(())
 }
 

@@ -214,9 +214,7 @@ pub async fn run(config: ClustersConfig, opts: RunOptions) -> anyhow::Result<()>
         );
     }
     let _ = stop_tx.send(true);
-    for t in tasks {
-        let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
-    }
+    crate::options::join_within(tasks, Duration::from_secs(5), "shutting down").await;
     http.stop().await;
     // Every descriptor goes now (the listener too), so that a restarted successor can
     // bind the port again.

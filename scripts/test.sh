@@ -85,9 +85,11 @@ slow_pid=$!
 section "network namespace tests (root)"
 cargo build --locked -j2 --bin semaphore-wireguard --bin fake-apiserver
 if [ "$(id -u)" = 0 ]; then
-    # The takeover test holds a release build to 2 lost pings per takeover (benches/upgrade.sh);
-    # this debug build, sharing 2 cores with three other agents, ping and iperf3, lost 0–2 in
-    # every run so far and is allowed 3 so that scheduling noise cannot fail the suite.
+    # The takeover tests (upgrade.sh, and tunnel.sh's second tunnel process) hold a release
+    # build to 2 lost pings per takeover (benches/upgrade.sh);
+    # this debug build, sharing 2 cores with other agents, ping, iperf3 and the slow tests,
+    # lost 0–2 in the agents' takeovers and once 3 in the tunnel's, and is allowed 3 so that
+    # scheduling noise does not fail the suite.
     SWG_BIN="$PWD/target/debug/semaphore-wireguard" FAKE_APISERVER_BIN="$PWD/target/debug/fake-apiserver" \
         UPGRADE_MAX_LOST=3 tests/netns/run.sh
 elif [ "${CI:-}" = true ]; then

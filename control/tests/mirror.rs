@@ -497,6 +497,16 @@ async fn global_services_gather_every_cluster_and_go_with_the_last() {
             .is_none()
     })
     .await;
+    // The three runners raced to create the one global Service: the losers wrote again at
+    // once instead of failing their reconcile into the queue's backoff.
+    let mut rendered = String::new();
+    metrics.render(&mut rendered);
+    for queue in ["local", "a", "b"] {
+        let line = format!(
+            "semaphore_service_mirror_queue_retries_total{{name=\"{queue}-global-service\"}} 0"
+        );
+        assert!(rendered.lines().any(|l| l == line), "{line}: {rendered}");
+    }
     assert!(
         global
             .get_opt("gl-manual-73736d-x")

@@ -89,6 +89,27 @@ impl GlobalServiceMirror {
 }
 
 impl GlobalServicesOf {
+    /// Creates or replaces the global Service `global` as `entry` says.
+    async fn write_once(&self, global: &str, entry: &GlobalEntry) -> Result<(), kube::Error> {
+        let pp = PostParams::default();
+        match self.api.get_opt(global).await? {
+            None => {
+                self.api
+                    .create(&pp, &self.write(global, entry, None))
+                    .await?;
+                self.status.created.fetch_add(1, Relaxed);
+            }
+            Some(current) => {
+                let wanted = self.write(global, entry, Some(current.clone()));
+                if wanted != current {
+                    self.api.replace(global, &pp, &wanted).await?;
+                    self.status.updated.fetch_add(1, Relaxed);
+                }
+            }
+        }
+        Ok(())
+    }
+
     fn write(&self, global: &str, entry: &GlobalEntry, current: Option<Service>) -> Service {
         match current {
             Some(mut s) => {
@@ -210,22 +231,24 @@ impl Mirrored for GlobalServicesOf {
             }
             return Ok(());
         };
-        let pp = PostParams::default();
-        match self.api.get_opt(&global).await? {
-            None => {
-                self.api
-                    .create(&pp, &self.write(&global, &entry, None))
-                    .await?;
-                self.status.created.fetch_add(1, Relaxed);
-            }
-            Some(current) => {
-                let wanted = self.write(&global, &entry, Some(current.clone()));
-                if wanted != current {
-                    self.api.replace(&global, &pp, &wanted).await?;
-                    self.status.updated.fetch_add(1, Relaxed);
+        // Every cluster's runner writes the same global Service: one that loses a race
+        // (409) writes again at once, with what the store holds by then.
+        let mut entry = entry;
+        let mut attempts = 0;
+        loop {
+            match self.write_once(&global, &entry).await {
+                Err(kube::Error::Api(s)) if s.code == 409 && attempts < 3 => {
+                    attempts += 1;
+                    let latest = {
+                        let store = self.store.lock().unwrap_or_else(|e| e.into_inner());
+                        store.get(&global).cloned()
+                    };
+                    // Gone meanwhile: its last source's runner deletes it.
+                    let Some(latest) = latest else { return Ok(()) };
+                    entry = latest;
                 }
+                other => return other,
             }
         }
-        Ok(())
     }
 }

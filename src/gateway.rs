@@ -7,6 +7,11 @@
 //! A gateway stands only while it can forward (`ip_forward` on) and gives the Lease up
 //! when its tunnel has heard nothing from any peer for [`STALE_DATA_PATH`] while it has
 //! peers (then it sits out [`COOLDOWN`], so another candidate takes over).
+//!
+//! An upgrade on the active gateway hands its tunnel over like any other: the successor
+//! asks for the device, the running unit's supervisor gives it (while this loop stops
+//! judging and electing, so that the Lease, held under the node's name, is not given up
+//! meanwhile), and the successor, renewing the same Lease, runs it on.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -43,7 +48,16 @@ pub struct GatewayRemote {
     pub adverts: Arc<watch::Sender<Vec<Advert>>>,
     pub kube_requests: control::http_metrics::RequestCounts,
     pub local_name: String,
+    /// A successor's requests for this remote's tunnel (`takeover::serve`).
+    pub handover: mpsc::Receiver<crate::takeover::HandoverRequest>,
+    /// The tunnel handed over by the agent before us (it was the gateway), for the unit
+    /// to run when the Lease confirms us.
+    pub initial: std::sync::Mutex<Option<crate::remote::Running>>,
 }
+
+/// How long a handover may take before this loop judges and elects again (the takeover
+/// failed, and the unit's supervisor took the tunnel back).
+const HANDOVER_PAUSE: Duration = Duration::from_secs(30);
 
 /// The running tunnel, route and sync of the remote while we are its gateway.
 struct Unit {
@@ -51,13 +65,13 @@ struct Unit {
     /// Passes the agent's stop on to the unit (aborted when the unit stops first).
     forward_stop: JoinHandle<()>,
     tasks: Vec<JoinHandle<()>>,
-    _takeover: mpsc::Sender<crate::takeover::HandoverRequest>,
+    takeover: mpsc::Sender<crate::takeover::HandoverRequest>,
 }
 
 impl GatewayRemote {
     /// Runs until `stop`. On stop, a tunnel we run stays (persistent device) and the Lease
     /// stays ours: an agent continuing on this node renews it.
-    pub async fn run(self, stop: watch::Receiver<bool>) {
+    pub async fn run(mut self, stop: watch::Receiver<bool>) {
         let device = self.remote.device_name();
         let cluster = self.remote.name.clone();
         let label = self.remote.gateway_label.clone();
@@ -83,6 +97,11 @@ impl GatewayRemote {
         let mut routed_via: Option<(String, IpAddr)> = None;
         let mut tick = tokio::time::interval(timing.retry);
         let mut stop_fut = std::pin::pin!(stopped(stop.clone()));
+        let (_, dummy) = mpsc::channel(1);
+        let mut handover = std::mem::replace(&mut self.handover, dummy);
+        let mut paused_until: Option<Instant> = None;
+        // A tunnel handed over waits for the Lease this long at most.
+        let initial_deadline = Instant::now() + timing.lease_duration;
         self.rs.set_standby(None);
         tracing::info!(cluster = %cluster, device = %device, label = %label, lease = %lease, "gateway mode");
         loop {
@@ -93,7 +112,28 @@ impl GatewayRemote {
                         break;
                     }
                 }
-                _ = tick.tick() => {
+                Some(req) = handover.recv() => {
+                    match &unit {
+                        Some(u) => {
+                            tracing::info!(cluster = %cluster, device = %device, "a successor takes the gateway's tunnel over");
+                            paused_until = Some(Instant::now() + HANDOVER_PAUSE);
+                            if let Err(mpsc::error::SendError(req)) = u.takeover.send(req).await {
+                                let _ = req.reply.send(None);
+                            }
+                        }
+                        // Standby: no tunnel here; the successor elects for itself.
+                        None => {
+                            let _ = req.reply.send(None);
+                        }
+                    }
+                }
+                _ = tick.tick(), if paused_until.is_none_or(|t| Instant::now() >= t) => {
+                    paused_until = None;
+                    if Instant::now() >= initial_deadline && self.take_initial().is_some() {
+                        tracing::warn!(cluster = %cluster, device = %device, "the Lease did not confirm us as the gateway; dropping the tunnel handed over");
+                        self.set_advert(false, None);
+                        self.remove_device().await;
+                    }
                     let am_candidate = candidates_rx.borrow().contains_key(&self.opts.node_name);
                     let fit = health.check(&self.remote, unit.is_some(), &self.rs);
                     if let (Err(reason), true) = (&fit, unit.is_some()) {
@@ -114,6 +154,10 @@ impl GatewayRemote {
                             Ok(Round::Following(holder)) => {
                                 if let Some(u) = unit.take() {
                                     self.step_down(u, holder.as_deref()).await;
+                                } else if self.take_initial().is_some() {
+                                    // Handed a tunnel, but the Lease is another node's now.
+                                    self.set_advert(false, None);
+                                    self.remove_device().await;
                                 }
                             }
                             Err(e) => {
@@ -128,7 +172,8 @@ impl GatewayRemote {
                     }
                 }
             }
-            if unit.is_none() {
+            // Holding a tunnel handed over, we expect the Lease: no routes via another node.
+            if unit.is_none() && !self.holds_initial() {
                 let active =
                     control::gateway::active(&candidates_rx.borrow(), &self.opts.node_name);
                 self.route_via_gateway(active, &mut routed_via).await;
@@ -163,7 +208,7 @@ impl GatewayRemote {
             Arc::clone(&self.opts),
             self.netlink.clone(),
             unit_rx.clone(),
-            None,
+            self.take_initial(),
             takeover_rx,
         )));
         tasks.push(tokio::spawn(crate::serve::keep_route(
@@ -191,8 +236,23 @@ impl GatewayRemote {
             stop: unit_tx,
             forward_stop,
             tasks,
-            _takeover: takeover_tx,
+            takeover: takeover_tx,
         }
+    }
+
+    /// The tunnel handed over at start, if not used yet.
+    fn take_initial(&self) -> Option<crate::remote::Running> {
+        self.initial
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+    }
+
+    fn holds_initial(&self) -> bool {
+        self.initial
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some()
     }
 
     /// No longer elected: withdraw the claim, stop the tunnel and delete its device (the
@@ -203,11 +263,14 @@ impl GatewayRemote {
         self.set_advert(false, None);
         unit.halt().await;
         self.firewall(false).await;
-        match self.netlink.delete_link(&device).await {
-            Ok(_) => {}
-            Err(e) => {
-                tracing::warn!(cluster = %self.remote.name, device = %device, error = %e, "could not delete the device")
-            }
+        self.remove_device().await;
+    }
+
+    /// Deletes the remote's device (the routes through it go with it).
+    async fn remove_device(&self) {
+        let device = self.remote.device_name();
+        if let Err(e) = self.netlink.delete_link(&device).await {
+            tracing::warn!(cluster = %self.remote.name, device = %device, error = %e, "could not delete the device")
         }
         self.rs.route_ok.store(false, Relaxed);
         self.rs.set_standby(None);
@@ -250,6 +313,7 @@ impl GatewayRemote {
             for a in all.iter_mut().filter(|a| a.remote == self.remote.name) {
                 a.active = active;
                 a.gateway_since.clone_from(&since);
+                a.hold = false;
             }
         });
     }

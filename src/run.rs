@@ -36,14 +36,9 @@ pub async fn run(config: ClustersConfig, opts: RunOptions) -> anyhow::Result<()>
     // A running agent (an upgrade's surge pod starts beside it) hands its interfaces
     // over; failing half-way here leaves it serving.
     let takeover_path = crate::takeover::socket_path(&opts.key_dir);
-    // Gateway-mode tunnels follow the Lease (which an agent on the same node renews), not
-    // the takeover.
-    let devices = config
-        .remotes
-        .iter()
-        .filter(|r| r.topology == Topology::Node)
-        .map(|r| r.device_name())
-        .collect();
+    // A gateway-mode tunnel is handed over only by an agent that runs it (the active
+    // gateway); we run it on once the Lease, held under the node's name, confirms us.
+    let devices = config.remotes.iter().map(|r| r.device_name()).collect();
     let mut inherited = crate::takeover::take_over(&takeover_path, devices)
         .await
         .context("taking over from the running agent")?;
@@ -90,14 +85,6 @@ pub async fn run(config: ClustersConfig, opts: RunOptions) -> anyhow::Result<()>
             remote.listen_port,
             opts.advertise_cidrs.for_remote(&remote.name),
         );
-        if remote.topology == Topology::Gateway {
-            // Nothing published until elected (a leftover claim of ours is withdrawn).
-            advert.active = false;
-            adverts.push(advert);
-            gateways.push((remote.clone(), key.clone(), Arc::clone(rs)));
-            continue;
-        }
-        adverts.push(advert);
         // A tunnel handed over is brought up here, before anything else runs: if it
         // cannot be, the takeover fails and the old agent takes it back.
         let handed = inherited.as_mut().and_then(|i| i.devices.remove(&device));
@@ -115,6 +102,22 @@ pub async fn run(config: ClustersConfig, opts: RunOptions) -> anyhow::Result<()>
         };
         let (takeover_tx, takeover_rx) = mpsc::channel(1);
         supervisors.push((device.clone(), takeover_tx));
+        if remote.topology == Topology::Gateway {
+            // Nothing published until elected (a leftover claim of ours is withdrawn), but
+            // a gateway's tunnel handed over keeps its claim until the Lease decides.
+            advert.active = false;
+            advert.hold = initial.is_some();
+            adverts.push(advert);
+            gateways.push((
+                remote.clone(),
+                key.clone(),
+                Arc::clone(rs),
+                takeover_rx,
+                initial,
+            ));
+            continue;
+        }
+        adverts.push(advert);
         tasks.push(tokio::spawn(crate::remote::supervise(
             remote.clone(),
             key.clone(),
@@ -164,7 +167,7 @@ pub async fn run(config: ClustersConfig, opts: RunOptions) -> anyhow::Result<()>
     }
     let adverts_tx = Arc::new(watch::Sender::new(adverts));
     let adverts_rx = adverts_tx.subscribe();
-    for (remote, key, rs) in gateways {
+    for (remote, key, rs, handover, initial) in gateways {
         let g = crate::gateway::GatewayRemote {
             remote,
             key,
@@ -175,6 +178,8 @@ pub async fn run(config: ClustersConfig, opts: RunOptions) -> anyhow::Result<()>
             adverts: Arc::clone(&adverts_tx),
             kube_requests: kube_requests.clone(),
             local_name: config.local.name.clone(),
+            handover,
+            initial: std::sync::Mutex::new(initial),
         };
         tasks.push(tokio::spawn(g.run(stop_rx.clone())));
     }

@@ -37,6 +37,10 @@ pub struct Advert {
     pub active: bool,
     /// In gateway mode, when we were elected (RFC 3339): the `gateway` claim.
     pub gateway_since: Option<String>,
+    /// Leave this remote's annotations as they are: a gateway's tunnel handed over by
+    /// the agent before us runs on, and the Lease is yet to confirm us (withdrawing the
+    /// claim meanwhile would make the other cluster drop the gateway).
+    pub hold: bool,
 }
 
 impl Advert {
@@ -54,6 +58,7 @@ impl Advert {
             extra_cidrs,
             active: true,
             gateway_since: None,
+            hold: false,
         }
     }
 }
@@ -149,6 +154,9 @@ pub fn wanted_annotations(
 ) -> BTreeMap<String, Option<String>> {
     let mut out = BTreeMap::new();
     for a in adverts {
+        if a.hold {
+            continue;
+        }
         let keys = AnnotationKeys::for_cluster(&a.remote);
         if !a.active {
             for k in [
@@ -360,6 +368,23 @@ mod tests {
         assert_eq!(
             w["gcp.wireguard.semaphore.uw.io/endpoint"].as_deref(),
             Some("198.51.100.1:443")
+        );
+    }
+
+    #[test]
+    fn a_held_advert_leaves_its_annotations_alone() {
+        let mut held = Advert::node("gcp", "K1".into(), 51820, Vec::new());
+        held.active = false;
+        held.hold = true;
+        let adverts = vec![held, Advert::node("aws", "K2".into(), 51821, Vec::new())];
+        let wanted = wanted_annotations(&adverts, "10.0.0.1".parse().unwrap(), None);
+        assert!(
+            wanted.keys().all(|k| !k.starts_with("gcp.")),
+            "neither written nor removed: {wanted:?}"
+        );
+        assert_eq!(
+            wanted["aws.wireguard.semaphore.uw.io/endpoint"].as_deref(),
+            Some("10.0.0.1:51821")
         );
     }
 

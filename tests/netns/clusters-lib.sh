@@ -233,6 +233,22 @@ nat_router_up() {
     ip netns exec "$nat" iptables -t nat -A POSTROUTING -o eth0 -j MASQUERADE
 }
 
+# ping_burst NODE PEER COUNT OUT: COUNT pings 10 ms apart from NODE's pod to PEER's pod,
+# each reply time-stamped (-D), into OUT.
+ping_burst() { ip netns exec "$(pod_ns "$1")" ping -D -i 0.01 -c "$3" -W 1 "$(pod_ip "$2")" >"$4" 2>&1; }
+
+# take_over NODE: starts a second agent on NODE and waits for the first to exit 0.
+take_over() {
+    local n=$1 old rc
+    old=$(eval echo "\$AGENT_PID_$n")
+    start_agent "$n"
+    for _ in $(seq 100); do kill -0 "$old" 2>/dev/null || break; sleep 0.1; done
+    kill -0 "$old" 2>/dev/null && fail "the old agent on $n still runs 10 s after its successor started"
+    wait "$old"
+    rc=$?
+    [ "$rc" = 0 ] || fail "the old agent on $n exited with $rc"
+}
+
 peer_count() { in_node "$1" wg show "wireguard.$(other_cluster "$1")" peers | wc -l; }
 
 # clusters_up: the whole topology, both API servers, all agents, all pods.

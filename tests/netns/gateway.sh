@@ -92,7 +92,10 @@ test_gateway_to_gateway_with_failovers() {
 }
 
 # aws in gateway mode, gcp node to node: every gcp node peers with aws's gateway alone
-# (for all of aws's pods), the gateway peers with every gcp node.
+# (for all of aws's pods), the gateway peers with every gcp node. Then an upgrade on the
+# active gateway: a second agent there takes its tunnel over (the Lease, under the node's
+# name, stays), and a pod on a non-gateway node pinging every 10 ms loses at most
+# UPGRADE_MAX_LOST (2; the suite's debug build 3), as on any other node.
 test_gateway_to_nodes() {
     TOPOLOGY_aws=gateway
     gateway_clusters_up
@@ -108,4 +111,20 @@ test_gateway_to_nodes() {
     [ "$(in_node "$awsgw" wg show wireguard.gcp peers | wc -l)" = 3 ] || fail "the gateway's peers: $(in_node "$awsgw" wg show wireguard.gcp)"
     [ "$(metric gcp1 'semaphore_wg_skipped_nodes_total{cluster="aws",reason="behind_gateway"}')" = 0 ] ||
         fail "non-gateway aws nodes advertised (they should publish nothing)"
+
+    local key l
+    key=$(in_node "$awsgw" wg show wireguard.gcp public-key)
+    ping_burst aws3 gcp2 300 "$TMP/ping-upgrade.txt" &
+    local pinger=$!
+    sleep 0.8
+    take_over "$awsgw"
+    wait "$pinger"
+    l=$(lost "$TMP/ping-upgrade.txt")
+    log "upgrade on the active gateway $awsgw: $l of 300 pings lost, longest gap $(longest_gap "$TMP/ping-upgrade.txt") ms"
+    [ -n "$l" ] && [ "$l" -le "${UPGRADE_MAX_LOST:-2}" ] || fail "the gateway's upgrade lost $l pings"
+    grep -q "a successor takes the gateway's tunnel over" "$TMP/$awsgw/agent.log" || fail "the old agent did not hand the gateway's tunnel over"
+    [ "$(in_node "$awsgw" wg show wireguard.gcp public-key)" = "$key" ] || fail "the gateway's key changed"
+    wait_for 10 "$awsgw still the gateway" is_gateway aws3 "$awsgw"
+    [ "$(in_node "$awsgw" wg show wireguard.gcp peers | wc -l)" = 3 ] || fail "the gateway's peers after the upgrade"
+    pod_ping gcp1 aws3 || fail "pod gcp1 -> pod aws3 after the upgrade"
 }

@@ -2,23 +2,8 @@
 # pod) takes the running one's tunnels over. Topology in clusters-lib.sh.
 # shellcheck disable=SC2154
 
-# ping_burst NODE PEER COUNT OUT: COUNT pings 10 ms apart from NODE's pod to PEER's pod,
-# each reply time-stamped (-D), into OUT.
-ping_burst() { ip netns exec "$(pod_ns "$1")" ping -D -i 0.01 -c "$3" -W 1 "$(pod_ip "$2")" >"$4" 2>&1; }
 metric() { http_get "$1" /metrics | awk -v m="$2" 'index($0, m) == 1 {print $NF}'; }
 pod_ping() { ip netns exec "$(pod_ns "$1")" ping -c 1 -W 2 "$(pod_ip "$2")" >/dev/null 2>&1; }
-
-# take_over NODE: starts a second agent on NODE and waits for the first to exit 0.
-take_over() {
-    local n=$1 old rc
-    old=$(eval echo "\$AGENT_PID_$n")
-    start_agent "$n"
-    for _ in $(seq 100); do kill -0 "$old" 2>/dev/null || break; sleep 0.1; done
-    kill -0 "$old" 2>/dev/null && fail "the old agent on $n still runs 10 s after its successor started"
-    wait "$old"
-    rc=$?
-    [ "$rc" = 0 ] || fail "the old agent on $n exited with $rc"
-}
 
 # Three takeovers in a row (two on the sending side, one on the answering side) under a
 # ping every 10 ms and an iperf3 TCP stream: at most 2 pings lost per takeover

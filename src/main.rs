@@ -4,6 +4,7 @@
 mod cli;
 mod files;
 mod gateway;
+mod gateway_health;
 mod http;
 mod keys;
 mod logging;

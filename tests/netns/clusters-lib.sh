@@ -249,6 +249,21 @@ take_over() {
     [ "$rc" = 0 ] || fail "the old agent on $n exited with $rc"
 }
 
+# takeover_under_pings NODE FROM TO WHAT: a second agent on NODE takes over while FROM's
+# pod pings TO's pod every 10 ms (300 pings, into $TMP/ping-WHAT.txt); at most
+# UPGRADE_MAX_LOST (2) may be lost. WHAT names the takeover in the log line.
+takeover_under_pings() {
+    local node=$1 from=$2 to=$3 what=$4 pinger l
+    ping_burst "$from" "$to" 300 "$TMP/ping-$what.txt" &
+    pinger=$!
+    sleep 0.8
+    take_over "$node"
+    wait "$pinger"
+    l=$(lost "$TMP/ping-$what.txt")
+    log "$what ($node): $l of 300 pings lost, longest gap between replies $(longest_gap "$TMP/ping-$what.txt") ms"
+    [ -n "$l" ] && [ "$l" -le "${UPGRADE_MAX_LOST:-2}" ] || fail "$what lost $l pings"
+}
+
 peer_count() { in_node "$1" wg show "wireguard.$(other_cluster "$1")" peers | wc -l; }
 
 # clusters_up: the whole topology, both API servers, all agents, all pods.

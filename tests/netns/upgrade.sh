@@ -27,19 +27,11 @@ test_an_upgrade_hands_the_tunnels_over_without_loss() {
     local iperf=$!
     _pids+=("$iperf")
     sleep 1
-    local i node l gap
+    local i node
     for i in 1 2 3; do
         node=aws1
         [ "$i" = 2 ] && node=gcp1
-        ping_burst aws1 gcp1 300 "$TMP/ping$i.txt" &
-        local pinger=$!
-        sleep 0.8
-        take_over "$node"
-        wait "$pinger"
-        l=$(lost "$TMP/ping$i.txt")
-        gap=$(longest_gap "$TMP/ping$i.txt")
-        log "takeover $i ($node): $l of 300 pings lost, longest gap between replies ${gap} ms"
-        [ -n "$l" ] && [ "$l" -le "${UPGRADE_MAX_LOST:-2}" ] || fail "takeover $i lost $l pings"
+        takeover_under_pings "$node" aws1 gcp1 "takeover-$i"
         sleep 0.5
     done
     wait "$iperf" || { cat "$TMP/iperf.json" >&2; fail "iperf3 failed during the takeovers"; }

@@ -14,13 +14,15 @@ is_gateway() { [ "$(gateway_of "$1")" = "$2" ]; }
 # our_rules NODE: the gateway's ACCEPT rules in the node's FORWARD chain.
 our_rules() { ip netns exec "$(node_ns "$1")" iptables -S FORWARD | grep -c "semaphore-wireguard gateway"; }
 other_candidate() { [ "$1" = "${2}1" ] && echo "${2}2" || echo "${2}1"; }
-# until_ping A B SECONDS: milliseconds until pod A reaches pod B, or fail.
+# until_ping A B SECONDS: milliseconds until pod A reaches pod B, or fail once SECONDS
+# have passed (by the clock: a failing ping takes its own second).
 until_ping() {
-    local t0 i
+    local t0 ms=0
     t0=$(date +%s%N)
-    for i in $(seq $(($3 * 4))); do
+    while [ "$ms" -lt $(($3 * 1000)) ]; do
         pod_ping "$1" "$2" && { echo $((($(date +%s%N) - t0) / 1000000)); return 0; }
         sleep 0.25
+        ms=$((($(date +%s%N) - t0) / 1000000))
     done
     fail "pod $1 -> pod $2 did not come back within $3 s"
 }
@@ -120,4 +122,25 @@ test_gateway_to_nodes() {
     wait_for 10 "$awsgw still the gateway" is_gateway aws3 "$awsgw"
     [ "$(in_node "$awsgw" wg show wireguard.gcp peers | wc -l)" = 3 ] || fail "the gateway's peers after the upgrade"
     pod_ping gcp1 aws3 || fail "pod gcp1 -> pod aws3 after the upgrade"
+}
+
+# Health by the data path: the active gateway stops hearing from its peers (its UDP port
+# dropped on input), so it gives the Lease up after STALE_DATA_PATH (40 s) and the other
+# candidate takes over; a pod on a non-gateway node reaches the other cluster again.
+test_a_gateway_that_hears_nothing_gives_up() {
+    TOPOLOGY_aws=gateway
+    gateway_clusters_up
+    wait_for 20 "aws3 sees an active gateway" has_gateway aws3
+    local awsgw standby ms
+    awsgw=$(gateway_of aws3)
+    standby=$(other_candidate "$awsgw" aws)
+    wait_for 15 "pod aws3 -> pod gcp2" pod_ping aws3 gcp2
+    ip netns exec "$(node_ns "$awsgw")" iptables -I INPUT -p udp --dport 51820 -j DROP
+    pod_ping aws3 gcp2 && fail "traffic still flows through a gateway that hears nothing"
+    ms=$(until_ping aws3 gcp2 90) || fail "no traffic within 90 s of the gateway going deaf"
+    log "gateway $awsgw deaf: traffic through $standby after $ms ms"
+    [ "$ms" -ge 30000 ] || fail "back after $ms ms: sooner than the data path's judgement allows"
+    wait_for 10 "aws3 routes via $standby" is_gateway aws3 "$standby"
+    grep -q "no authenticated traffic from any of its" "$TMP/$awsgw/agent.log" ||
+        fail "no log line saying why $awsgw gave up"
 }

@@ -55,7 +55,31 @@ pub fn advertised(name: &str, ip: &str, cidr: &str, key: &str) -> Node {
     )
 }
 
-pub async fn server(token: &str) -> (FakeApiServer, std::path::PathBuf) {
+/// A token file in its own temporary directory, removed with it when dropped.
+pub struct TokenFile(std::path::PathBuf);
+
+impl std::ops::Deref for TokenFile {
+    type Target = std::path::Path;
+    fn deref(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl AsRef<std::path::Path> for TokenFile {
+    fn as_ref(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl Drop for TokenFile {
+    fn drop(&mut self) {
+        if let Some(dir) = self.0.parent() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+pub async fn server(token: &str) -> (FakeApiServer, TokenFile) {
     let opts = Options {
         token: Some(token.into()),
         ..Default::default()
@@ -71,7 +95,7 @@ pub async fn server(token: &str) -> (FakeApiServer, std::path::PathBuf) {
     std::fs::create_dir_all(&dir).unwrap();
     let tok = dir.join("token");
     std::fs::write(&tok, format!("{token}\n")).unwrap();
-    (s, tok)
+    (s, TokenFile(tok))
 }
 
 pub fn token_access(s: &FakeApiServer, token_path: &std::path::Path) -> RemoteAccess {

@@ -230,15 +230,7 @@ pub fn normalize(args: Vec<OsString>) -> Vec<OsString> {
 /// `WG_QUICK_USERSPACE_IMPLEMENTATION`), the `tunnel` subcommand is implied.
 pub fn args() -> Vec<OsString> {
     let mut args: Vec<OsString> = std::env::args_os().collect();
-    let implied = args
-        .first()
-        .and_then(|a| {
-            PathBuf::from(a)
-                .file_name()
-                .map(|n| n.to_string_lossy().ends_with("-tunnel"))
-        })
-        .unwrap_or(false);
-    if implied {
+    if invoked_as(&args, "-tunnel") {
         args.insert(1, "tunnel".into());
     } else if mirror_implied(&args) {
         args.insert(1, "mirror".into());
@@ -246,17 +238,21 @@ pub fn args() -> Vec<OsString> {
     normalize(args)
 }
 
-/// The service mirror's Deployment runs the image with `SSM_CONFIG` set and no arguments
-/// (or under the name `semaphore-service-mirror`): that is the `mirror` subcommand.
-fn mirror_implied(args: &[OsString]) -> bool {
-    let named = args
-        .first()
+/// True when the program's name (`argv[0]`'s file name) ends with `suffix`.
+fn invoked_as(args: &[OsString], suffix: &str) -> bool {
+    args.first()
         .and_then(|a| {
             PathBuf::from(a)
                 .file_name()
-                .map(|n| n.to_string_lossy().ends_with("semaphore-service-mirror"))
+                .map(|n| n.to_string_lossy().ends_with(suffix))
         })
-        .unwrap_or(false);
+        .unwrap_or(false)
+}
+
+/// The service mirror's Deployment runs the image with `SSM_CONFIG` set and no arguments
+/// (or under the name `semaphore-service-mirror`): that is the `mirror` subcommand.
+fn mirror_implied(args: &[OsString]) -> bool {
+    let named = invoked_as(args, "semaphore-service-mirror");
     let set = |v: &str| std::env::var_os(v).is_some_and(|v| !v.is_empty());
     let subcommand = args.get(1).is_some_and(|a| {
         let a = a.to_string_lossy();

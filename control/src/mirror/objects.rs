@@ -106,8 +106,14 @@ pub fn is_headless(s: &Service) -> bool {
 }
 
 /// A new mirrored Service: selector-less ClusterIP (headless when the remote is), the
-/// remote's ports, our labels.
-pub fn new_mirror_service(name: &str, namespace: &str, prefix: &str, remote: &Service) -> Service {
+/// remote's ports (as [`mirrored_ports`] gives them), our labels.
+pub fn new_mirror_service(
+    name: &str,
+    namespace: &str,
+    prefix: &str,
+    ports: Vec<ServicePort>,
+    headless: bool,
+) -> Service {
     Service {
         metadata: ObjectMeta {
             name: Some(name.to_string()),
@@ -116,8 +122,8 @@ pub fn new_mirror_service(name: &str, namespace: &str, prefix: &str, remote: &Se
             ..Default::default()
         },
         spec: Some(ServiceSpec {
-            ports: Some(mirrored_ports(remote)),
-            cluster_ip: is_headless(remote).then(|| "None".to_string()),
+            ports: Some(ports),
+            cluster_ip: headless.then(|| "None".to_string()),
             ..Default::default()
         }),
         status: None,
@@ -217,7 +223,13 @@ mod tests {
             }),
             status: None,
         };
-        let m = new_mirror_service("a-foo-73736d-bar", "sys", "a", &remote);
+        let m = new_mirror_service(
+            "a-foo-73736d-bar",
+            "sys",
+            "a",
+            mirrored_ports(&remote),
+            is_headless(&remote),
+        );
         let spec = m.spec.as_ref().unwrap();
         assert_eq!(spec.selector, None);
         assert_eq!(spec.cluster_ip, None, "allocated locally, never copied");
@@ -227,7 +239,13 @@ mod tests {
         assert_eq!(m.metadata.labels.unwrap(), mirror_labels("a"));
         let mut headless = remote.clone();
         headless.spec.as_mut().unwrap().cluster_ip = Some("None".into());
-        let m = new_mirror_service("x", "sys", "a", &headless);
+        let m = new_mirror_service(
+            "x",
+            "sys",
+            "a",
+            mirrored_ports(&headless),
+            is_headless(&headless),
+        );
         assert_eq!(m.spec.unwrap().cluster_ip.as_deref(), Some("None"));
     }
 

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
+use k8s_openapi::api::core::v1::{Service, ServicePort};
 use kube::api::{Api, PostParams};
 
 use super::metrics::{MirrorStatus, RunnerMetrics};
@@ -134,25 +134,24 @@ impl Mirrored for Services {
             }
             return Ok(());
         };
-        let remote = Service {
-            spec: Some(ServiceSpec {
-                ports: Some(source.ports),
-                cluster_ip: source.headless.then(|| "None".to_string()),
-                ..Default::default()
-            }),
-            ..Default::default()
-        };
         let namespace = self.api_namespace();
         match self.api.get_opt(&mirror).await? {
             None => {
-                let svc = new_mirror_service(&mirror, &namespace, &self.prefix, &remote);
+                let svc = new_mirror_service(
+                    &mirror,
+                    &namespace,
+                    &self.prefix,
+                    source.ports,
+                    source.headless,
+                );
                 self.api.create(&PostParams::default(), &svc).await?;
                 self.status.created.fetch_add(1, Relaxed);
                 tracing::info!(cluster = %self.remote, service = %mirror, "local service not found, creating service");
             }
             Some(mut current) => {
                 let spec = current.spec.get_or_insert_with(Default::default);
-                let ports = Some(mirrored_ports(&remote));
+                // Already as mirrored_ports gives them (the compact form keeps them so).
+                let ports = Some(source.ports);
                 if spec.ports == ports && spec.selector.is_none() {
                     return Ok(());
                 }

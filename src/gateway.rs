@@ -277,16 +277,20 @@ impl GatewayRemote {
         let prefixes: Vec<_> = self.remote.subnets.routed().copied().collect();
         let (cluster, device) = (self.remote.name.clone(), self.remote.device_name());
         let done = tokio::task::spawn_blocking(move || {
+            let firewall = control::firewall::Firewall::default();
             if open {
-                control::firewall::accept(&prefixes).map(|added| (added, prefixes))
+                firewall.accept(&prefixes)
             } else {
-                control::firewall::withdraw(&prefixes).map(|()| (Vec::new(), prefixes))
+                firewall.withdraw(&prefixes).map(|()| Vec::new())
             }
         })
         .await;
         match done {
-            Ok(Ok((added, _))) if !added.is_empty() => {
-                let added: Vec<String> = added.iter().map(ToString::to_string).collect();
+            Ok(Ok(added)) if !added.is_empty() => {
+                let added: Vec<String> = added
+                    .iter()
+                    .map(|a| format!("{} ({})", a.prefix, a.tool))
+                    .collect();
                 tracing::info!(cluster = %cluster, device = %device, prefixes = %added.join(","), "the FORWARD policy drops: accepting forwarding to and from the remote's prefixes");
             }
             Ok(Ok(_)) => {}

@@ -13,7 +13,9 @@
 #   GATEWAY_NODES="aws1 gcp1"  nodes labelled semaphore.uw.io/gateway=true
 #   TOPOLOGY_aws=gateway       aws's agents reach gcp through an elected gateway (and
 #                 TOPOLOGY_gcp likewise)
-#   FORWARD_DROP="aws1"  those nodes' iptables FORWARD policy is DROP (as Docker sets it)
+#   FORWARD_DROP="aws1"  those nodes' iptables FORWARD policy is DROP (as Docker sets it),
+#                 through iptables-nft, or iptables-legacy for those also in
+#                 FORWARD_DROP_LEGACY (hosts of either kind)
 #   CNI_ROUTES=1  each node routes the pod CIDRs of the other nodes of its cluster via
 #                 their node addresses, as a CNI would (gateway mode forwards over them)
 #   CLUSTERS="aws gcp azr"  a third cluster, azr (pods 10.6.0.0/16, nodes azr1 and azr2);
@@ -31,6 +33,7 @@ RESYNC=${RESYNC:-30s}
 GATEWAY_NODES=${GATEWAY_NODES:-}
 CNI_ROUTES=${CNI_ROUTES:-}
 FORWARD_DROP=${FORWARD_DROP:-}
+FORWARD_DROP_LEGACY=${FORWARD_DROP_LEGACY:-}
 NAT_PUBLIC_IP=192.168.240.9
 TOKEN_aws="aws-token-$RID"
 TOKEN_gcp="gcp-token-$RID"
@@ -63,6 +66,8 @@ cluster_subnet() {
 }
 node_ns() { echo "swg-$RID-$1"; }
 pod_ns() { echo "swg-$RID-$1p"; }
+# drop_backend NODE: the iptables that sets NODE's FORWARD policy of DROP.
+drop_backend() { case " $FORWARD_DROP_LEGACY " in *" $1 "*) echo iptables-legacy ;; *) echo iptables-nft ;; esac; }
 
 # node_json NAME: a Node object as kubelet would have registered it.
 node_json() {
@@ -317,7 +322,7 @@ clusters_up() {
         ip -n "$pns" addr add "$(pod_ip "$n")/24" dev eth0
         ip -n "$pns" link set eth0 up
         ip -n "$pns" route add default via "$gw"
-        case " $FORWARD_DROP " in *" $n "*) ip netns exec "$ns" iptables -P FORWARD DROP ;; esac
+        case " $FORWARD_DROP " in *" $n "*) ip netns exec "$ns" "$(drop_backend "$n")" -P FORWARD DROP ;; esac
         if [ -n "$CNI_ROUTES" ]; then
             local other
             for other in $NODES; do

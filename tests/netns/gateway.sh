@@ -11,8 +11,15 @@ gateway_of() {
 }
 has_gateway() { [ -n "$(gateway_of "$1")" ]; }
 is_gateway() { [ "$(gateway_of "$1")" = "$2" ]; }
-# our_rules NODE: the gateway's ACCEPT rules in the node's FORWARD chain.
-our_rules() { ip netns exec "$(node_ns "$1")" iptables -S FORWARD | grep -c "semaphore-wireguard gateway"; }
+# our_rules NODE: the gateway's ACCEPT rules in the node's FORWARD chain, in the backend
+# whose policy drops, then in the other one ("2 0" for an active gateway).
+our_rules() {
+    local b other
+    b=$(drop_backend "$1")
+    [ "$b" = iptables-nft ] && other=iptables-legacy || other=iptables-nft
+    echo "$(ip netns exec "$(node_ns "$1")" "$b" -S FORWARD 2>/dev/null | grep -c "semaphore-wireguard gateway")" \
+        "$(ip netns exec "$(node_ns "$1")" "$other" -S FORWARD 2>/dev/null | grep -c "semaphore-wireguard gateway")"
+}
 other_candidate() { [ "$1" = "${2}1" ] && echo "${2}2" || echo "${2}1"; }
 # until_ping A B SECONDS: milliseconds until pod A reaches pod B, or fail once SECONDS
 # have passed (by the clock: a failing ping takes its own second).
@@ -32,6 +39,7 @@ gateway_clusters_up() {
     GATEWAY_NODES="aws1 aws2 gcp1 gcp2"
     CNI_ROUTES=1
     FORWARD_DROP="aws1 aws2"
+    FORWARD_DROP_LEGACY="aws1"
     # shellcheck source=clusters-lib.sh
     source "$(dirname "${BASH_SOURCE[0]}")/clusters-lib.sh"
     clusters_up
@@ -65,8 +73,8 @@ test_gateway_to_gateway_with_failovers() {
     [ "$(annotation aws "$awsgw" gcp.wireguard.semaphore.uw.io/gateway)" != "" ] || fail "no gateway claim on $awsgw"
     # aws's candidates drop forwarded traffic by policy: the gateway accepts exactly gcp's
     # pods, both ways; the standby adds nothing.
-    [ "$(our_rules "$awsgw")" = 2 ] || fail "FORWARD rules on $awsgw: $(ip netns exec "$(node_ns "$awsgw")" iptables -S FORWARD)"
-    [ "$(our_rules "$standby")" = 0 ] || fail "FORWARD rules on the standby $standby"
+    [ "$(our_rules "$awsgw")" = "2 0" ] || fail "FORWARD rules on $awsgw: $(our_rules "$awsgw")"
+    [ "$(our_rules "$standby")" = "0 0" ] || fail "FORWARD rules on the standby $standby"
     [ "$(metric "$awsgw" "semaphore_wg_gateway{cluster=\"gcp\",node=\"$awsgw\",self=\"true\"}")" = 1 ] || fail "metric on the gateway"
 
     # The active aws gateway dies.
@@ -88,8 +96,8 @@ test_gateway_to_gateway_with_failovers() {
     log "gateway $standby unable to forward: traffic through $awsgw after $ms ms"
     wait_for 10 "aws3 routes via $awsgw again" is_gateway aws3 "$awsgw"
     grep -q "IP forwarding is off" "$TMP/$standby/agent.log" || fail "no log line saying why $standby gave up"
-    [ "$(our_rules "$standby")" = 0 ] || fail "$standby kept its FORWARD rules after stepping down"
-    [ "$(our_rules "$awsgw")" = 2 ] || fail "FORWARD rules on $awsgw, gateway again"
+    [ "$(our_rules "$standby")" = "0 0" ] || fail "$standby kept its FORWARD rules after stepping down"
+    [ "$(our_rules "$awsgw")" = "2 0" ] || fail "FORWARD rules on $awsgw, gateway again"
     pod_ping gcp3 aws3 || fail "pod gcp3 -> pod aws3 after the failovers"
 }
 

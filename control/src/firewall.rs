@@ -7,8 +7,10 @@
 //! A node may have rules in either iptables backend, nf_tables or legacy, and a packet
 //! passes through both: each backend found (`iptables-nft`, `iptables-legacy`, as the
 //! image ships them) is checked, and the rules go into the one whose policy drops. A
-//! backend the kernel does not offer counts as accepting. With neither variant on `PATH`,
-//! plain `iptables` is used (older hosts); with no tool at all, the policy cannot be
+//! backend the kernel does not offer counts as accepting, and the legacy one is asked only
+//! when the namespace has a legacy `filter` table (`/proc/net/ip_tables_names`), so that an
+//! nf_tables host does not get legacy tables made by asking. With neither variant on
+//! `PATH`, plain `iptables` is used (older hosts); with no tool at all, the policy cannot be
 //! checked, which is reported.
 
 use std::ffi::OsString;
@@ -96,6 +98,8 @@ pub struct Firewall {
     /// socket and says "Table does not exist" even of a table that drops: then that answer
     /// is not believed.
     net_raw: bool,
+    /// Where the legacy tables of this network namespace are listed (`/proc/net`).
+    proc_net: PathBuf,
 }
 
 impl Default for Firewall {
@@ -168,7 +172,25 @@ impl Firewall {
         Firewall {
             search: search.into(),
             net_raw: has_net_raw(&status),
+            proc_net: PathBuf::from("/proc/net"),
         }
+    }
+
+    /// Legacy tables listed in `dir` instead of `/proc/net`.
+    pub fn with_proc_net(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.proc_net = dir.into();
+        self
+    }
+
+    /// Whether this namespace has a legacy `filter` table for `net`'s family.
+    fn legacy_filter(&self, net: &IpNetwork) -> bool {
+        let names = if net.is_ipv4() {
+            "ip_tables_names"
+        } else {
+            "ip6_tables_names"
+        };
+        std::fs::read_to_string(self.proc_net.join(names))
+            .is_ok_and(|t| t.lines().any(|l| l.trim() == "filter"))
     }
 
     /// As if this process had (or lacked) CAP_NET_RAW.
@@ -184,7 +206,8 @@ impl Firewall {
             .map(|path| Tool { name, path })
     }
 
-    /// The tools for `net`'s family: each backend variant found, else plain `iptables`.
+    /// The tools for `net`'s family: each backend variant found (legacy only while its
+    /// `filter` table exists), else plain `iptables`.
     fn tools(&self, net: &IpNetwork) -> Result<Vec<Tool>, FirewallError> {
         let pick = |b: Backend| if net.is_ipv4() { b.v4 } else { b.v6 };
         let found: Vec<Tool> = [NFT, LEGACY]
@@ -192,7 +215,10 @@ impl Firewall {
             .filter_map(|b| self.find(pick(b)))
             .collect();
         if !found.is_empty() {
-            return Ok(found);
+            return Ok(found
+                .into_iter()
+                .filter(|t| t.name != pick(LEGACY) || self.legacy_filter(net))
+                .collect());
         }
         let plain = pick(PLAIN);
         self.find(plain)

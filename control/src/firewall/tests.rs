@@ -45,6 +45,13 @@ impl Dir {
         std::fs::write(self.0.join(format!("{name}.rules")), "").unwrap();
         self
     }
+    /// Lists a legacy `filter` table (both families) in the fake `/proc/net`.
+    fn legacy_tables(&self) -> &Self {
+        for names in ["ip_tables_names", "ip6_tables_names"] {
+            std::fs::write(self.0.join(names), "nat\nfilter\n").unwrap();
+        }
+        self
+    }
     /// Makes `name` fail, saying `stderr`.
     fn failing(&self, name: &str, stderr: &str) -> &Self {
         std::fs::write(self.0.join(format!("{name}.says")), stderr).unwrap();
@@ -54,7 +61,9 @@ impl Dir {
         std::fs::read_to_string(self.0.join(file)).unwrap_or_default()
     }
     fn firewall(&self) -> Firewall {
-        Firewall::with_search_path(&self.0).assume_net_raw(true)
+        Firewall::with_search_path(&self.0)
+            .assume_net_raw(true)
+            .with_proc_net(&self.0)
     }
 }
 
@@ -71,6 +80,7 @@ fn rules_go_into_the_backend_whose_policy_drops_once_and_are_withdrawn() {
     let d = Dir::new();
     d.tool("iptables-nft", "DROP")
         .tool("iptables-legacy", "ACCEPT")
+        .legacy_tables()
         .tool("iptables", "DROP");
     let fw = d.firewall();
     let pods = [net("10.4.0.0/16")];
@@ -103,7 +113,8 @@ fn rules_go_into_the_backend_whose_policy_drops_once_and_are_withdrawn() {
 fn a_legacy_policy_that_drops_gets_the_rules_and_an_absent_backend_counts_as_accepting() {
     let d = Dir::new();
     d.tool("iptables-nft", "ACCEPT")
-        .tool("iptables-legacy", "DROP");
+        .tool("iptables-legacy", "DROP")
+        .legacy_tables();
     let fw = d.firewall();
     let added = fw.accept(&[net("10.4.0.0/16")]).unwrap();
     assert_eq!(
@@ -116,11 +127,19 @@ fn a_legacy_policy_that_drops_gets_the_rules_and_an_absent_backend_counts_as_acc
     assert_eq!(d.read("iptables-legacy.rules").lines().count(), 2);
     assert_eq!(d.read("iptables-nft.rules"), "");
 
+    // No legacy filter table in the namespace: iptables-legacy is not even asked (asking
+    // would make one).
     let d = Dir::new();
     d.tool("iptables-nft", "ACCEPT")
-        .tool("iptables-legacy", "DROP")
-        .failing("iptables-legacy", LEGACY_ABSENT);
+        .tool("iptables-legacy", "DROP");
     let fw = d.firewall();
+    assert_eq!(fw.accept(&[net("10.4.0.0/16")]).unwrap(), vec![]);
+    fw.withdraw(&[net("10.4.0.0/16")]).unwrap();
+    assert_eq!(d.read("iptables-legacy.log"), "");
+    assert_ne!(d.read("iptables-nft.log"), "");
+
+    // A backend the kernel does not offer answers so: it drops nothing.
+    d.legacy_tables().failing("iptables-legacy", LEGACY_ABSENT);
     assert_eq!(fw.accept(&[net("10.4.0.0/16")]).unwrap(), vec![]);
     assert!(!fw.forward_policy_drops(&net("10.4.0.0/16")).unwrap());
     fw.withdraw(&[net("10.4.0.0/16")]).unwrap();
@@ -176,7 +195,7 @@ fn no_tool_or_a_refusal_is_an_error_that_says_what_to_do() {
         "{err}"
     );
 
-    d.tool("iptables-legacy", "DROP").failing(
+    d.tool("iptables-legacy", "DROP").legacy_tables().failing(
             "iptables-legacy",
             "iptables v1.8.9 (legacy): can't initialize iptables table `filter': Permission denied (you must be root)",
         );

@@ -52,6 +52,22 @@ pub struct GatewayRemote {
 /// How long a handover may take before this loop judges and elects again (the takeover
 /// failed, and the unit's supervisor took the tunnel back).
 const HANDOVER_PAUSE: Duration = Duration::from_secs(30);
+/// How often the active gateway checks that its FORWARD rules are still in place (a
+/// firewall reload, Docker's restart, removes them).
+const FIREWALL_RECHECK: Duration = Duration::from_secs(10);
+/// Why a gateway whose FORWARD chain could not be opened gives up.
+const FIREWALL_FAILED: &str = "its FORWARD chain could not be opened";
+
+/// How adjusting the FORWARD chain went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Chain {
+    /// Done (or nothing to do).
+    Done,
+    /// No iptables tool: the policy cannot be checked (warned).
+    NoTools,
+    /// It failed (logged).
+    Failed,
+}
 
 /// The running tunnel, route and sync of the remote while we are its gateway.
 struct Unit {
@@ -94,6 +110,8 @@ impl GatewayRemote {
         let (_, dummy) = mpsc::channel(1);
         let mut handover = std::mem::replace(&mut self.handover, dummy);
         let mut paused_until: Option<Instant> = None;
+        // While leading: when the FORWARD rules were last checked (never without tools).
+        let mut firewall_at: Option<Instant> = None;
         // A tunnel handed over waits for the Lease this long at most.
         let initial_deadline = Instant::now() + timing.lease_duration;
         self.rs.set_standby(None);
@@ -128,6 +146,11 @@ impl GatewayRemote {
                         self.set_advert(false, None);
                         self.remove_device().await;
                     }
+                    if unit.is_some()
+                        && firewall_at.is_some_and(|t| t.elapsed() >= FIREWALL_RECHECK)
+                    {
+                        firewall_at = self.open_firewall(&mut health).await;
+                    }
                     let am_candidate = candidates_rx.borrow().contains_key(&self.opts.node_name);
                     let fit = health.check(&self.remote, unit.is_some(), &self.rs);
                     if let (Err(reason), true) = (&fit, unit.is_some()) {
@@ -140,8 +163,8 @@ impl GatewayRemote {
                                 if unit.is_none() {
                                     let since = control::gateway::claim_text(&since);
                                     unit = Some(self.become_gateway(since, &stop));
-                                    self.firewall(true).await;
                                     health.started();
+                                    firewall_at = self.open_firewall(&mut health).await;
                                     routed_via = None;
                                 }
                             }
@@ -271,9 +294,22 @@ impl GatewayRemote {
         self.rs.set_gateway(None);
     }
 
+    /// Opens the FORWARD chain (again); a gateway that cannot gives up. Returns when it was
+    /// checked, `None` when it cannot be (no iptables tools).
+    async fn open_firewall(&self, health: &mut Health) -> Option<Instant> {
+        match self.firewall(true).await {
+            Chain::Done => Some(Instant::now()),
+            Chain::NoTools => None,
+            Chain::Failed => {
+                health.give_up(FIREWALL_FAILED, Instant::now());
+                Some(Instant::now())
+            }
+        }
+    }
+
     /// Opens (`open`) or closes the node's `FORWARD` chain for the remote's prefixes, where
     /// its policy drops (`control::firewall`).
-    async fn firewall(&self, open: bool) {
+    async fn firewall(&self, open: bool) -> Chain {
         let prefixes: Vec<_> = self.remote.subnets.routed().copied().collect();
         let (cluster, device) = (self.remote.name.clone(), self.remote.device_name());
         let done = tokio::task::spawn_blocking(move || {
@@ -286,22 +322,27 @@ impl GatewayRemote {
         })
         .await;
         match done {
-            Ok(Ok(added)) if !added.is_empty() => {
-                let added: Vec<String> = added
-                    .iter()
-                    .map(|a| format!("{} ({})", a.prefix, a.tool))
-                    .collect();
-                tracing::info!(cluster = %cluster, device = %device, prefixes = %added.join(","), "the FORWARD policy drops: accepting forwarding to and from the remote's prefixes");
+            Ok(Ok(added)) => {
+                if !added.is_empty() {
+                    let added: Vec<String> = added
+                        .iter()
+                        .map(|a| format!("{} ({})", a.prefix, a.tool))
+                        .collect();
+                    tracing::info!(cluster = %cluster, device = %device, prefixes = %added.join(","), "the FORWARD policy drops: accepting forwarding to and from the remote's prefixes");
+                }
+                Chain::Done
             }
-            Ok(Ok(_)) => {}
             Ok(Err(e @ control::firewall::FirewallError::Missing { .. })) => {
                 tracing::warn!(cluster = %cluster, device = %device, error = %e, "if this node's FORWARD policy drops, the gateway's forwarded traffic is lost");
+                Chain::NoTools
             }
             Ok(Err(e)) => {
                 tracing::error!(cluster = %cluster, device = %device, error = %control::error_chain(&e), "could not adjust the FORWARD chain");
+                Chain::Failed
             }
             Err(e) => {
-                tracing::error!(cluster = %cluster, device = %device, error = %e, "the FORWARD chain task failed")
+                tracing::error!(cluster = %cluster, device = %device, error = %e, "the FORWARD chain task failed");
+                Chain::Failed
             }
         }
     }

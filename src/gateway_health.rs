@@ -14,7 +14,8 @@ use crate::state::RemoteState;
 /// A gateway whose tunnel has had no authenticated traffic from any peer for this long,
 /// while it has peers, gives the Lease up (peers send keepalives every 25 s).
 pub const STALE_DATA_PATH: Duration = Duration::from_secs(40);
-/// How long a gateway that gave up for its data path waits before standing again.
+/// How long a gateway that gave up (its data path, or a FORWARD chain it could not open)
+/// waits before standing again.
 pub const COOLDOWN: Duration = Duration::from_secs(60);
 
 /// Whether this node may stand (or go on) as the gateway.
@@ -23,12 +24,21 @@ pub(crate) struct Health {
     /// Leading since, and the received bytes of all peers when they last changed.
     leading: Option<(Instant, u64, Instant)>,
     cooldown_until: Option<Instant>,
+    /// Why it sits out.
+    cooldown_reason: &'static str,
 }
 
 impl Health {
     pub(crate) fn started(&mut self) {
         let now = Instant::now();
         self.leading = Some((now, 0, now));
+    }
+
+    /// Gives up for `reason` (what failed): sits out [`COOLDOWN`] from `now`.
+    pub(crate) fn give_up(&mut self, reason: &'static str, now: Instant) {
+        self.cooldown_until = Some(now + COOLDOWN);
+        self.cooldown_reason = reason;
+        self.leading = None;
     }
 
     /// May this node stand (or go on) as the gateway: IP forwarding on, not sitting out,
@@ -59,8 +69,9 @@ impl Health {
         if let Some(until) = self.cooldown_until {
             if now < until {
                 return Err(format!(
-                    "sitting out {} s more after its data path failed",
-                    (until - now).as_secs()
+                    "sitting out {} s more after {}",
+                    (until - now).as_secs(),
+                    self.cooldown_reason
                 ));
             }
             self.cooldown_until = None;
@@ -82,8 +93,7 @@ impl Health {
         }
         let stale = now - *changed >= STALE_DATA_PATH && now - *since >= STALE_DATA_PATH;
         if peers > 0 && stale {
-            self.cooldown_until = Some(now + COOLDOWN);
-            self.leading = None;
+            self.give_up("its data path failed", now);
             return Err(format!(
                 "no authenticated traffic from any of its {peers} peers for {} s",
                 STALE_DATA_PATH.as_secs()
@@ -151,5 +161,24 @@ mod tests {
         assert!(h.judge(true, Some((0, 3)), at(0)).is_ok());
         assert!(h.judge(true, Some((0, 3)), at(39)).is_ok());
         assert!(h.judge(true, Some((0, 3)), at(40)).is_err());
+    }
+
+    #[test]
+    fn a_gateway_that_gives_up_sits_out_and_says_why() {
+        let t0 = Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        let mut h = Health::default();
+        assert!(h.judge(true, Some((0, 2)), at(0)).is_ok());
+        h.give_up("its FORWARD chain could not be opened", at(5));
+        let e = h.judge(true, Some((0, 2)), at(6)).unwrap_err();
+        assert!(
+            e.contains("59 s more after its FORWARD chain could not be opened"),
+            "{e}"
+        );
+        assert!(
+            h.judge(false, None, at(5 + COOLDOWN.as_secs() - 1))
+                .is_err()
+        );
+        assert!(h.judge(false, None, at(5 + COOLDOWN.as_secs())).is_ok());
     }
 }

@@ -279,7 +279,8 @@ impl Firewall {
     }
 
     /// Accepts forwarding to and from each prefix (inserted first in `FORWARD`, unless
-    /// already there) in every backend whose policy drops. Returns what was accepted where.
+    /// already there) in every backend whose policy drops. Returns where rules were
+    /// inserted now (nothing when they were all in place already).
     pub fn accept(&self, prefixes: &[IpNetwork]) -> Result<Vec<Accepted>, FirewallError> {
         let mut added = Vec::new();
         for net in prefixes {
@@ -287,6 +288,7 @@ impl Firewall {
                 if !self.drops(&tool)? {
                     continue;
                 }
+                let mut inserted = false;
                 for direction in ["-s", "-d"] {
                     let r = rule(direction, net);
                     let args: Vec<&str> = r.iter().map(String::as_str).collect();
@@ -300,7 +302,11 @@ impl Firewall {
                             .chain(args.iter().copied())
                             .collect();
                         Self::run(&tool, &insert)?;
+                        inserted = true;
                     }
+                }
+                if !inserted {
+                    continue;
                 }
                 added.push(Accepted {
                     prefix: *net,

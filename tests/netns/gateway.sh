@@ -82,12 +82,19 @@ test_gateway_to_gateway_with_failovers() {
     [ "$(our_rules "$standby")" = "0 0" ] || fail "FORWARD rules on the standby $standby"
     [ "$(metric "$awsgw" "semaphore_wg_gateway{cluster=\"gcp\",node=\"$awsgw\",self=\"true\"}")" = 1 ] || fail "metric on the gateway"
 
+    # A firewall reload removes the gateway's rules: they are put back within 10 s.
+    local ms
+    ip netns exec "$(node_ns "$awsgw")" "$(drop_backend "$awsgw")" -F FORWARD
+    pod_ping aws3 gcp3 && fail "traffic still flows through $awsgw without its FORWARD rules"
+    ms=$(until_ping aws3 gcp3 20) || fail "the FORWARD rules were not put back within 20 s"
+    log "FORWARD chain of $awsgw flushed: rules back, traffic after $ms ms"
+    [ "$(our_rules "$awsgw")" = "2 0" ] || fail "FORWARD rules on $awsgw after the flush: $(our_rules "$awsgw")"
+
     # The active aws gateway dies.
     local pid
     pid=$(eval echo "\$AGENT_PID_$awsgw")
     kill -9 "$pid"
     wait "$pid" 2>/dev/null
-    local ms
     ms=$(until_ping aws3 gcp3 20) || fail "no traffic within 20 s of the gateway dying"
     log "gateway $awsgw killed: traffic through $standby after $ms ms"
     wait_for 10 "aws3 routes via $standby" is_gateway aws3 "$standby"
@@ -158,4 +165,37 @@ test_a_gateway_that_hears_nothing_gives_up() {
     wait_for 10 "aws3 routes via $standby" is_gateway aws3 "$standby"
     grep -q "no authenticated traffic from any of its" "$TMP/$awsgw/agent.log" ||
         fail "no log line saying why $awsgw gave up"
+}
+
+# A gateway whose iptables fails (here: a wrapper on the agent's PATH, made to fail once
+# the node is the gateway) cannot keep its FORWARD chain open: at its next check it gives
+# the Lease up and sits out, and the other candidate takes over.
+test_a_gateway_that_cannot_open_its_forward_chain_gives_up() {
+    TOPOLOGY_aws=gateway
+    local n t
+    for n in aws1 aws2; do
+        mkdir -p "$TMP/bin-$n"
+        for t in iptables-nft iptables-legacy ip6tables-nft ip6tables-legacy; do
+            printf '#!/bin/sh\n[ -e %s ] && { echo "%s: simulated failure" >&2; exit 4; }\nexec %s "$@"\n' \
+                "$TMP/broken-$n" "$t" "$(command -v "$t")" >"$TMP/bin-$n/$t"
+            chmod +x "$TMP/bin-$n/$t"
+        done
+        eval "AGENT_ENV_$n=PATH=$TMP/bin-$n:$PATH"
+    done
+    gateway_clusters_up
+    wait_for 20 "aws3 sees an active gateway" has_gateway aws3
+    local awsgw standby ms
+    awsgw=$(gateway_of aws3)
+    standby=$(other_candidate "$awsgw" aws)
+    wait_for 15 "pod aws3 -> pod gcp2" pod_ping aws3 gcp2
+    [ "$(our_rules "$awsgw")" = "2 0" ] || fail "FORWARD rules on $awsgw (through the wrapper): $(our_rules "$awsgw")"
+    touch "$TMP/broken-$awsgw"
+    ip netns exec "$(node_ns "$awsgw")" "$(drop_backend "$awsgw")" -F FORWARD
+    pod_ping aws3 gcp2 && fail "traffic still flows through $awsgw without its FORWARD rules"
+    ms=$(until_ping aws3 gcp2 60) || fail "no traffic within 60 s of the gateway's FORWARD chain closing"
+    log "gateway $awsgw cannot open its FORWARD chain: traffic through $standby after $ms ms"
+    wait_for 10 "aws3 routes via $standby" is_gateway aws3 "$standby"
+    grep -q "could not adjust the FORWARD chain" "$TMP/$awsgw/agent.log" || fail "no log line of the failure on $awsgw"
+    grep -q "its FORWARD chain could not be opened" "$TMP/$awsgw/agent.log" || fail "no log line saying why $awsgw gave up"
+    [ "$(our_rules "$standby")" = "2 0" ] || fail "FORWARD rules on $standby: $(our_rules "$standby")"
 }

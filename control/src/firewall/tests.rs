@@ -102,8 +102,16 @@ fn rules_go_into_the_backend_whose_policy_drops_once_and_are_withdrawn() {
     // The plain tool is a link to one of the variants: never used beside them.
     assert_eq!(d.read("iptables.log"), "");
     assert!(fw.forward_policy_drops(&pods[0]).unwrap());
-    // Again: nothing doubled.
-    fw.accept(&pods).unwrap();
+    // Again: nothing doubled, nothing reported.
+    assert_eq!(fw.accept(&pods).unwrap(), vec![]);
+    assert_eq!(d.read("iptables-nft.rules").lines().count(), 2);
+    // One rule gone (a firewall reload): put back, and reported.
+    std::fs::write(
+        d.0.join("iptables-nft.rules"),
+        RULES.lines().next().unwrap().to_string() + "\n",
+    )
+    .unwrap();
+    assert_eq!(fw.accept(&pods).unwrap(), added);
     assert_eq!(d.read("iptables-nft.rules").lines().count(), 2);
     fw.withdraw(&pods).unwrap();
     assert_eq!(d.read("iptables-nft.rules"), "");

@@ -50,6 +50,17 @@ gateway_clusters_up() {
     clusters_up
 }
 
+# aws_gateway_up: aws in gateway mode, gcp node to node, until a pod on aws3 reaches gcp2;
+# sets the caller's awsgw (the active gateway) and standby (the other candidate).
+aws_gateway_up() {
+    TOPOLOGY_aws=gateway
+    gateway_clusters_up
+    wait_for 20 "aws3 sees an active gateway" has_gateway aws3
+    awsgw=$(gateway_of aws3)
+    standby=$(other_candidate "$awsgw" aws)
+    wait_for 15 "pod aws3 -> pod gcp2" pod_ping aws3 gcp2
+}
+
 # Both clusters in gateway mode (Kuiil's setup): traffic from a pod on a non-gateway node
 # crosses through both gateways; the active aws gateway is killed (kill -9) and traffic
 # flows again through the other candidate; that one is then made unable to forward
@@ -150,13 +161,8 @@ test_gateway_to_nodes() {
 # dropped on input), so it gives the Lease up after STALE_DATA_PATH (40 s) and the other
 # candidate takes over; a pod on a non-gateway node reaches the other cluster again.
 test_a_gateway_that_hears_nothing_gives_up() {
-    TOPOLOGY_aws=gateway
-    gateway_clusters_up
-    wait_for 20 "aws3 sees an active gateway" has_gateway aws3
     local awsgw standby ms
-    awsgw=$(gateway_of aws3)
-    standby=$(other_candidate "$awsgw" aws)
-    wait_for 15 "pod aws3 -> pod gcp2" pod_ping aws3 gcp2
+    aws_gateway_up
     ip netns exec "$(node_ns "$awsgw")" iptables -I INPUT -p udp --dport 51820 -j DROP
     pod_ping aws3 gcp2 && fail "traffic still flows through a gateway that hears nothing"
     ms=$(until_ping aws3 gcp2 90) || fail "no traffic within 90 s of the gateway going deaf"
@@ -171,7 +177,6 @@ test_a_gateway_that_hears_nothing_gives_up() {
 # the node is the gateway) cannot keep its FORWARD chain open: at its next check it gives
 # the Lease up and sits out, and the other candidate takes over.
 test_a_gateway_that_cannot_open_its_forward_chain_gives_up() {
-    TOPOLOGY_aws=gateway
     local n t
     for n in aws1 aws2; do
         mkdir -p "$TMP/bin-$n"
@@ -182,12 +187,8 @@ test_a_gateway_that_cannot_open_its_forward_chain_gives_up() {
         done
         eval "AGENT_ENV_$n=PATH=$TMP/bin-$n:$PATH"
     done
-    gateway_clusters_up
-    wait_for 20 "aws3 sees an active gateway" has_gateway aws3
     local awsgw standby ms
-    awsgw=$(gateway_of aws3)
-    standby=$(other_candidate "$awsgw" aws)
-    wait_for 15 "pod aws3 -> pod gcp2" pod_ping aws3 gcp2
+    aws_gateway_up
     [ "$(our_rules "$awsgw")" = "2 0" ] || fail "FORWARD rules on $awsgw (through the wrapper): $(our_rules "$awsgw")"
     touch "$TMP/broken-$awsgw"
     ip netns exec "$(node_ns "$awsgw")" "$(drop_backend "$awsgw")" -F FORWARD

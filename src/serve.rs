@@ -69,6 +69,18 @@ pub(crate) async fn keep_route(
                 let routes: Vec<String> =
                     remote.subnets.routed().map(ToString::to_string).collect();
                 tracing::info!(cluster = %remote.name, device = %device, routes = %routes.join(","), "routes in place");
+                // Once per device brought up: what an earlier config routed here goes.
+                let keep: Vec<_> = remote.subnets.routed().copied().collect();
+                match netlink.prune_routes(&device, &keep).await {
+                    Ok(gone) if !gone.is_empty() => {
+                        let gone: Vec<String> = gone.iter().map(ToString::to_string).collect();
+                        tracing::info!(cluster = %remote.name, device = %device, routes = %gone.join(","), "deleted routes the config no longer asks for");
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::warn!(cluster = %remote.name, device = %device, error = %e, "could not look for stale routes")
+                    }
+                }
             }
             if !all_ok {
                 rs.route_ok.store(false, Relaxed);

@@ -77,6 +77,24 @@ test_mesh_dual_stack_and_extra_subnets() {
         fail "no log line for the refused claim"
     [ "$(annotation aws aws2 gcp.wireguard.semaphore.uw.io/extraCIDRs)" = "10.102.0.0/24,10.200.0.0/24" ] ||
         fail "aws2's claims annotation: $(annotation aws aws2 gcp.wireguard.semaphore.uw.io/extraCIDRs)"
+
+    # gcp1 restarts with the extra subnet gone from its config. The device and its routes
+    # outlive the agent; the new one deletes the route of the dropped prefix, keeps its pod
+    # subnet's, and leaves a route through the device that is not its kind (proto static).
+    local ns1
+    ns1=$(node_ns gcp1)
+    ip -n "$ns1" route add 10.250.0.0/24 dev wireguard.aws proto static
+    stop_agent gcp1
+    ip -n "$ns1" route show 10.102.0.0/16 | grep -q "dev wireguard.aws" || fail "the extra subnet's route went with the agent"
+    REMOTE_EXTRA_gcp1=""
+    start_agent gcp1
+    wait_for 15 "gcp1's route of the dropped extra subnet deleted" \
+        sh -c "! ip -n $ns1 route show 10.102.0.0/16 | grep -q ."
+    ip -n "$ns1" route show 10.2.0.0/16 | grep -q "dev wireguard.aws" || fail "gcp1 lost its route to aws's pods"
+    ip -n "$ns1" -6 route show fd00:2::/32 | grep -q "dev wireguard.aws" || fail "gcp1 lost its IPv6 route to aws's pods"
+    ip -n "$ns1" route show 10.250.0.0/24 | grep -q "dev wireguard.aws" || fail "a route of another kind was deleted"
+    grep -q "deleted routes the config no longer asks for.*10.102.0.0/16" "$TMP/gcp1/agent.log" || fail "no log line of the deleted route"
+    wait_for 10 "pod gcp1 -> pod aws2 after the restart" pod_ping gcp1 aws2
 }
 
 # gcp3 sits behind a masquerading router: the endpoint it publishes (its InternalIP) is

@@ -23,9 +23,8 @@ pub const COOLDOWN: Duration = Duration::from_secs(60);
 pub(crate) struct Health {
     /// Leading since, and the received bytes of all peers when they last changed.
     leading: Option<(Instant, u64, Instant)>,
-    cooldown_until: Option<Instant>,
-    /// Why it sits out.
-    cooldown_reason: &'static str,
+    /// Sitting out until, and why.
+    cooldown: Option<(Instant, &'static str)>,
 }
 
 impl Health {
@@ -36,8 +35,7 @@ impl Health {
 
     /// Gives up for `reason` (what failed): sits out [`COOLDOWN`] from `now`.
     pub(crate) fn give_up(&mut self, reason: &'static str, now: Instant) {
-        self.cooldown_until = Some(now + COOLDOWN);
-        self.cooldown_reason = reason;
+        self.cooldown = Some((now + COOLDOWN, reason));
         self.leading = None;
     }
 
@@ -66,15 +64,14 @@ impl Health {
         data: Option<(u64, usize)>,
         now: Instant,
     ) -> Result<(), String> {
-        if let Some(until) = self.cooldown_until {
+        if let Some((until, reason)) = self.cooldown {
             if now < until {
                 return Err(format!(
-                    "sitting out {} s more after {}",
-                    (until - now).as_secs(),
-                    self.cooldown_reason
+                    "sitting out {} s more after {reason}",
+                    (until - now).as_secs()
                 ));
             }
-            self.cooldown_until = None;
+            self.cooldown = None;
         }
         if !leading {
             self.leading = None;
